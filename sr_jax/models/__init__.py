@@ -1,0 +1,16 @@
+"""Flax ports of the classifiers the library explains."""
+
+from sr_jax.models.alexnet import AlexNet, alexnet
+from sr_jax.models.layers import AdaptiveAvgPool2d, MaxPool2d
+from sr_jax.models.preprocess import preprocess
+from sr_jax.models.registry import (ARCHS, ArchSpec, Preprocessing, get_arch,
+                                    load_model, register)
+from sr_jax.models.vgg import (VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16,
+                               vgg16_bn, vgg19, vgg19_bn, vgg_face, vgg_tiny)
+
+__all__ = [
+    "ARCHS", "AdaptiveAvgPool2d", "AlexNet", "ArchSpec", "MaxPool2d",
+    "Preprocessing", "VGG", "alexnet", "get_arch", "load_model", "preprocess",
+    "register", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn",
+    "vgg19", "vgg19_bn", "vgg_face", "vgg_tiny",
+]

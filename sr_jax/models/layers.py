@@ -1,0 +1,99 @@
+"""Pooling layers as Flax modules, so that LRP can find and intercept them.
+
+Max pooling and adaptive average pooling are written as modules rather than
+bare functions: `flax.linen.intercept_methods` only sees module calls, and the
+LRP composites give average pooling its own rule (see `sr_jax.lrp`).
+"""
+
+from __future__ import annotations
+
+import functools
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class MaxPool2d(nn.Module):
+  """Max pooling over NHWC input, matching `torch.nn.MaxPool2d` (floor mode).
+
+  Attributes:
+    window: pooling window (height, width).
+    stride: stride (height, width).
+  """
+
+  window: tuple[int, int] = (2, 2)
+  stride: tuple[int, int] = (2, 2)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return nn.max_pool(x, self.window, strides=self.stride, padding="VALID")
+
+
+@functools.lru_cache(maxsize=None)
+def adaptive_pool_matrix(size_in: int, size_out: int) -> np.ndarray:
+  """The (size_out, size_in) averaging matrix of `torch.nn.AdaptiveAvgPool1d`.
+
+  Bin `i` covers input indices [floor(i*in/out), ceil((i+1)*in/out)), so bins
+  overlap when `in` is not a multiple of `out` and repeat when `in < out`.
+
+  Args:
+    size_in: input length.
+    size_out: output length.
+
+  Returns:
+    A float32 matrix whose rows each sum to one.
+  """
+  if size_in < 1 or size_out < 1:
+    raise ValueError(
+        f"`size_in` (={size_in}) and `size_out` (={size_out}) must be >= 1.")
+  m = np.zeros((size_out, size_in), np.float32)
+  for i in range(size_out):
+    start = (i * size_in) // size_out
+    end = -((-(i + 1) * size_in) // size_out)  # ceil division
+    m[i, start:end] = 1.0 / (end - start)
+  return m
+
+
+class AdaptiveAvgPool2d(nn.Module):
+  """`torch.nn.AdaptiveAvgPool2d` on NHWC input, as two small matrix products.
+
+  Attributes:
+    output_size: (height, width) of the output.
+  """
+
+  output_size: tuple[int, int] = (7, 7)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    _, h, w, _ = x.shape
+    oh, ow = self.output_size
+    if (h, w) == (oh, ow):
+      return x
+    ph = jnp.asarray(adaptive_pool_matrix(h, oh), x.dtype)
+    pw = jnp.asarray(adaptive_pool_matrix(w, ow), x.dtype)
+    return jnp.einsum("ih,nhwc,jw->nijc", ph, x, pw)
+
+
+def flatten_nchw(x: jax.Array) -> jax.Array:
+  """Flattens NHWC activations in PyTorch's NCHW order (channel-major)."""
+  return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+
+
+def conv(features: int, kernel: int, stride: int = 1, padding: int = 0,
+         name: str | None = None) -> nn.Conv:
+  """A 2-D convolution with PyTorch's explicit symmetric padding."""
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                 padding=((padding, padding), (padding, padding)), name=name)
+
+
+def check_nhwc(x: jax.Array, channels: int, min_size: int, model: str) -> None:
+  """Raises a ValueError unless `x` is an NHWC batch the model can take."""
+  if x.ndim != 4 or x.shape[-1] != channels:
+    raise ValueError(
+        f"`x` (shape={tuple(x.shape)}) must be NHWC with {channels} channels "
+        f"for {model}, e.g. (1, 224, 224, {channels}).")
+  if min(x.shape[1:3]) < min_size:
+    raise ValueError(
+        f"`x` (shape={tuple(x.shape)}) is too small for {model}: height and "
+        f"width must be at least {min_size}.")

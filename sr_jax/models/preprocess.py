@@ -1,0 +1,90 @@
+"""Turning a uint8 image into a model's normalised NHWC input.
+
+The resize and crop follow torchvision's PIL pipeline
+(`Resize(256)`, `CenterCrop(224)`, `ToTensor()`, `Normalize(mean, std)`):
+the same size arithmetic, and PIL's own bilinear resampling. The result equals
+that pipeline's output up to float32 rounding of the normalisation (the tests
+hold it to 1e-6; see `tests/test_preprocess.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from sr_jax.models.registry import Preprocessing, get_arch
+
+
+def as_rgb_uint8(image: np.ndarray, *, name: str = "image") -> np.ndarray:
+  """Validates `image` and returns it as a uint8 HxWx3 array.
+
+  Accepts HxW (grayscale, repeated to three channels), HxWx1, HxWx3 and HxWx4
+  (alpha dropped). Anything else raises a ValueError naming `name`.
+  """
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    raise ValueError(
+        f"`{name}` (dtype={image.dtype}) must be uint8 with values 0..255; "
+        "convert floats with `(x * 255).round().astype(np.uint8)`.")
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+    raise ValueError(
+        f"`{name}` (shape={image.shape}) must be HxW, HxWx1, HxWx3 or HxWx4.")
+  if min(image.shape[:2]) < 1:
+    raise ValueError(f"`{name}` (shape={image.shape}) is empty.")
+  if image.shape[-1] == 1:
+    image = np.repeat(image, 3, axis=-1)
+  return np.ascontiguousarray(image[..., :3])
+
+
+def resize_center_crop(image: np.ndarray, resize: int, crop: int) -> np.ndarray:
+  """Shorter side to `resize` (PIL bilinear), then a centred `crop` square."""
+  h, w = image.shape[:2]
+  short, long = (w, h) if w <= h else (h, w)
+  if short != resize:
+    new_short, new_long = resize, int(resize * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    image = np.asarray(
+        Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+  h, w = image.shape[:2]
+  if h < crop or w < crop:
+    raise ValueError(
+        f"`crop` (={crop}) is larger than the resized image ({h}x{w}); "
+        f"choose `resize` >= `crop`.")
+  top = int(round((h - crop) / 2.0))
+  left = int(round((w - crop) / 2.0))
+  return image[top:top + crop, left:left + crop]
+
+
+def preprocess(
+    image: np.ndarray,
+    arch: Union[str, Preprocessing] = "vgg16",
+) -> jax.Array:
+  """A uint8 image as a float32 1xHxWx3 input for architecture `arch`.
+
+  Args:
+    image: uint8 array, HxW (grayscale), HxWx3 (RGB) or HxWx4 (RGBA; alpha is
+      dropped).
+    arch: an architecture name from `sr_jax.models.ARCHS`, or a
+      `Preprocessing` for custom settings.
+
+  Returns:
+    float32 array of shape (1, crop, crop, 3), normalised per channel.
+
+  Examples:
+    >>> img = np.zeros((300, 400, 3), np.uint8)
+    >>> preprocess(img, arch="vgg16").shape
+    (1, 224, 224, 3)
+  """
+  spec = arch if isinstance(arch, Preprocessing) else get_arch(arch).preprocessing
+  image = as_rgb_uint8(image)
+  if spec.resize is not None:
+    image = resize_center_crop(image, spec.resize, spec.crop or spec.resize)
+  x = image.astype(np.float32) * np.float32(spec.scale)
+  x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+  return jnp.asarray(x[None])
