@@ -1,0 +1,192 @@
+"""Tests for sr_jax.viz: colormap values, Canny, overlays and panel layout."""
+
+import types
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from sr_jax import viz
+
+
+def _result(n=16, *, saliency=True, target=1, **fields):
+  """A stand-in for sr_jax.sr.SRResult (the fields the panels read) where
+  each tile gets its own flat colour, so the panel can be read back."""
+  image = np.zeros((n, n, 3), np.uint8)
+  image[..., 1] = 255  # green input
+  relevance = np.full((n, n, 3), -0.5, np.float32)  # blue LRP tile
+  edges = np.zeros((n, n), bool)
+  edges[:, : n // 2] = True
+  base = dict(
+      image=image, logits=np.array([0.1, 2.0, 0.3]), target=target,
+      probability=0.71, relevance=relevance, relevance_image=np.abs(relevance),
+      sr=np.full((n, n), 2 / 3),  # yellow heat
+      image_saliency=np.full((n, n), 1 / 3) if saliency else None,  # red heat
+      edges=edges)
+  return types.SimpleNamespace(**{**base, **fields})
+
+
+def _bbox(picture, rgb):
+  """(top, left, height, width) of all pixels of one colour, and their count."""
+  hit = (np.asarray(picture) == rgb).all(-1)
+  if not hit.any():
+    return None, 0
+  rows, cols = np.nonzero(hit)
+  box = (rows.min(), cols.min(), rows.max() - rows.min() + 1,
+         cols.max() - cols.min() + 1)
+  return box, hit.sum()
+
+
+# --- colormaps -------------------------------------------------------------
+
+
+def test_relevance_rgb_red_white_blue():
+  r = np.array([[2.0, -2.0, 0.0, 0.5, -1.5]])
+  out = viz.relevance_rgb(r)
+  assert out.dtype == np.uint8 and out.shape == (1, 5, 3)
+  assert tuple(out[0, 0]) == (255, 0, 0)  # +max: red
+  assert tuple(out[0, 1]) == (0, 0, 255)  # -max: blue
+  assert tuple(out[0, 2]) == (255, 255, 255)  # zero: white
+  assert tuple(out[0, 3]) == (255, 191, 191)  # +1/4: 255 * 3/4 = 191.25
+  assert tuple(out[0, 4]) == (64, 64, 255)  # -3/4: 255 * 1/4 = 63.75
+
+
+def test_relevance_rgb_sums_channels_and_percentile():
+  r = np.zeros((1, 2, 3))
+  r[0, 0] = (1.0, 1.0, -3.0)  # sum -1: the most negative, blue
+  r[0, 1] = (0.25, 0.25, 0.0)  # sum +0.5 of scale 1
+  out = viz.relevance_rgb(jnp.asarray(r, jnp.float32))
+  assert tuple(out[0, 0]) == (0, 0, 255)
+  assert tuple(out[0, 1]) == (255, 128, 128)  # 127.5 rounds half to even
+  ramp = np.arange(101.0).reshape(1, 101)
+  out = viz.relevance_rgb(ramp, percentile=50)  # scale 50, beyond clipped
+  assert tuple(out[0, 100]) == (255, 0, 0) and tuple(out[0, 50]) == (255, 0, 0)
+  assert tuple(out[0, 25]) == (255, 128, 128)
+  assert (viz.relevance_rgb(np.zeros((3, 3))) == 255).all()
+  with pytest.raises(ValueError, match=r"`percentile` \(=0\) must be in"):
+    viz.relevance_rgb(ramp, percentile=0)
+  with pytest.raises(ValueError, match="`relevance` contains 1 NaN"):
+    viz.relevance_rgb(np.array([[np.nan, 1.0]]))
+
+
+def test_heat_black_red_yellow_white():
+  out = viz.heat(np.array([[0.0, 1 / 3, 2 / 3, 1.0, 0.2, 1.5, -1.0]]))
+  want = [(0, 0, 0), (255, 0, 0), (255, 255, 0), (255, 255, 255),
+          (153, 0, 0), (255, 255, 255), (0, 0, 0)]
+  assert [tuple(p) for p in out[0]] == want
+  norm = viz.heat(np.array([[2.0, 4.0]]), normalize=True)
+  assert [tuple(p) for p in norm[0]] == [(0, 0, 0), (255, 255, 255)]
+  with pytest.raises(ValueError, match=r"`map` \(shape=\(2, 2, 3\)\) must be HxW"):
+    viz.heat(np.zeros((2, 2, 3)))
+
+
+# --- edges -----------------------------------------------------------------
+
+
+def test_canny_finds_the_border_of_a_square():
+  gray = np.zeros((40, 40), np.uint8)
+  gray[10:30, 10:30] = 255
+  edges = viz.canny(gray, sigma=2.0)
+  assert edges.dtype == bool and edges.shape == (40, 40)
+  boundary = gray > 0
+  boundary = boundary ^ ndimage.binary_erosion(boundary)
+  dist = ndimage.distance_transform_edt(~boundary)
+  assert edges.any() and dist[edges].max() <= 1.5  # only on the border
+  for side in (edges[8:12, 12:28], edges[28:32, 12:28], edges[12:28, 8:12],
+               edges[12:28, 28:32]):
+    assert side.any(axis=0).sum() + side.any(axis=1).sum() >= 16  # each side
+  rgb = np.repeat(gray[..., None], 3, -1)
+  np.testing.assert_array_equal(viz.canny(rgb), edges)
+  assert not viz.canny(np.full((20, 20, 3), 7, np.uint8)).any()
+  with pytest.raises(ValueError, match=r"`sigma` \(=0\) must be > 0"):
+    viz.canny(gray, sigma=0)
+
+
+def test_overlay_edges_red_channel_carries_the_map(rng):
+  m = rng.random((6, 7))
+  edges = np.zeros((6, 7), bool)
+  edges[2, :] = True
+  out = viz.overlay_edges(m, edges)
+  off = ~edges
+  np.testing.assert_array_equal(out[off, 0], np.round(255 * m[off]))
+  assert (out[off, 1:] == 0).all()
+  np.testing.assert_array_equal(out[edges, 1], 191)  # 0.75 * 255 = 191.25
+  np.testing.assert_array_equal(out[edges, 0],
+                                np.round(255 * np.maximum(m[edges], 0.75)))
+  white = viz.overlay_edges(m, edges, edge_level=1.0)
+  assert (white[edges] == 255).all()
+  with pytest.raises(ValueError, match=r"`edges` \(shape=\(6, 6\)\) must have"):
+    viz.overlay_edges(m, edges[:, :6])
+
+
+# --- panels ----------------------------------------------------------------
+
+
+def test_caption_lines():
+  names = ["cat", "dog", "fox"]
+  assert viz.caption_lines(_result(), class_names=names, true_label=2) == [
+      "pred: 1 dog (0.71)", "true: 2 fox"]
+  assert viz.caption_lines(_result(target=0), true_label="a fox") == [
+      "target: 0 (0.71)", "true: a fox"]
+
+
+def test_panel_tiles_are_where_they_should_be():
+  tile = 64
+  picture = viz.panel(_result(), class_names=["a", "b", "c"], true_label=0,
+                      title="x.png", tile_size=tile)
+  assert isinstance(picture, Image.Image) and picture.mode == "RGB"
+  assert picture.width >= 3 * tile and picture.height >= 2 * tile
+  full = tile * tile
+  (g_top, g_left, g_h, g_w), g_n = _bbox(picture, (0, 255, 0))  # input
+  assert (g_h, g_w, g_n) == (tile, tile, full)  # 16 px enlarged 4x
+  (s_top, s_left, _, _), s_n = _bbox(picture, (255, 0, 0))  # image saliency
+  (l_top, l_left, _, _), l_n = _bbox(picture, (0, 0, 255))  # LRP (negative)
+  (y_top, y_left, _, _), y_n = _bbox(picture, (255, 255, 0))  # SR
+  assert s_n == l_n == y_n == full
+  assert g_top == s_top == l_top and g_left < s_left < l_left  # first row
+  assert y_top > g_top + tile and y_left == g_left  # second row, first column
+  # Second row, columns 2 and 3: LRP on edges (a constant LRP map is 0, so
+  # black off the edges) and SR on edges (2/3 red off the edges); both are
+  # gray (191) on the edges, which are the left halves.
+  pixels = np.asarray(picture)
+  for left, off_edge in ((s_left, (0, 0, 0)), (l_left, (170, 0, 0))):
+    region = pixels[y_top:y_top + tile, left:left + tile]
+    assert (region[:, :tile // 2] == 191).all()
+    assert (region[:, tile // 2:] == off_edge).all()
+
+
+def test_panel_without_image_saliency_shows_na():
+  tile = 48
+  picture = viz.panel(_result(n=12, saliency=False), tile_size=tile)
+  _, na = _bbox(picture, (220, 220, 220))
+  assert na > tile * tile * 0.9  # the gray n/a tile, less its text
+  _, red = _bbox(picture, (255, 0, 0))
+  assert red == 0
+
+
+def test_panel_rejects_mismatched_fields():
+  bad = _result(sr=np.zeros((8, 8)))
+  with pytest.raises(ValueError, match=r"`result.sr` \(shape=\(8, 8\)\) must "
+                     r"be 16x16"):
+    viz.panel(bad)
+  with pytest.raises(ValueError, match=r"has no field `image`"):
+    viz.panel(object())
+  with pytest.raises(ValueError, match=r"`tile_size` \(=8\) must be >= 16"):
+    viz.panel(_result(), tile_size=8)
+
+
+def test_compare_models_panel_layout():
+  tile = 32
+  a, b = _result(), _result(sr=np.full((16, 16), 1 / 3))
+  images = [a.image, a.image]
+  picture = viz.compare_models_panel(images, [a, a], [b, b],
+                                     true_labels=["x", 1], tile_size=tile)
+  _, g_n = _bbox(picture, (0, 255, 0))
+  (y_top, y_left, _, _), y_n = _bbox(picture, (255, 255, 0))  # SR of model A
+  (r_top, r_left, _, _), r_n = _bbox(picture, (255, 0, 0))  # SR of model B
+  assert g_n == y_n == r_n == 2 * tile * tile  # two rows of each
+  assert y_top == r_top and y_left < r_left
+  with pytest.raises(ValueError, match=r"must have one result per image \(=2\)"):
+    viz.compare_models_panel(images, [a], [b, b])
