@@ -1,0 +1,265 @@
+"""Context-aware saliency: building blocks, the NumPy reference, properties,
+errors.
+
+Full-pipeline tests share a few input shapes and option sets, because each
+new one is a new compilation (several seconds on 2 cores).
+"""
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from sr_jax.saliency import (context_aware, context_aware_batch,
+                             distance_transform)
+from sr_jax.saliency import knn, resize as rs
+from tests.reference import context_aware_np as ref
+
+_module = importlib.import_module("sr_jax.saliency.context_aware")
+SMALL = dict(max_side=48)  # with 36x48 inputs: no resize
+
+
+def smooth_image(rng, height, width, channels, *, uint8=False):
+  """Blurred noise in [0, 1] with one distinct rectangle."""
+  x = ndimage.gaussian_filter(rng.random((height, width, channels)),
+                              (2, 2, 0))
+  x = (x - x.min()) / (x.max() - x.min())
+  x[height // 3:height // 2, width // 4:width // 2] = np.linspace(
+      0.9, 0.1, channels)
+  return (x * 255).round().astype(np.uint8) if uint8 else x
+
+
+# --- building blocks --------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_in,n_out", [(36, 29), (48, 11), (29, 36), (7, 7),
+                                        (5, 12)])
+@pytest.mark.parametrize("method", ["linear", "cubic"])
+def test_resize_weights_match_jax_image_resize(rng, n_in, n_out, method):
+  x = rng.random((n_in, 3, 1)).astype(np.float32)
+  want = jax.image.resize(x, (n_out, 3, 1), method, antialias=True)
+  got = rs.resize_weights(n_in, n_out, method) @ x[..., 0]
+  # jax.image.resize computes its weights in float32 (a few ulp each).
+  np.testing.assert_allclose(got, np.asarray(want)[..., 0], atol=4e-6)
+  np.testing.assert_allclose(rs.resize_weights(n_in, n_out, method),
+                             ref.resize_matrix(n_in, n_out, method),
+                             atol=1e-7)
+
+
+@pytest.mark.parametrize("size", [(31, 17), (64, 50), (13, 9)])
+@pytest.mark.parametrize("method", ["linear", "cubic"])
+def test_resize_matches_pillow(rng, size, method):
+  x = rng.random((40, 50)).astype(np.float32)
+  pil = {"linear": Image.BILINEAR, "cubic": Image.BICUBIC}[method]
+  want = np.asarray(Image.fromarray(x, mode="F").resize(size, pil))
+  got = rs.resize(jnp.asarray(x)[..., None], size[::-1], method)[..., 0]
+  np.testing.assert_allclose(np.asarray(got), want, atol=2e-6)
+
+
+def test_shapes():
+  assert rs.working_shape(375, 500, 250) == (188, 250)
+  assert rs.working_shape(500, 375, 250) == (250, 188)
+  assert rs.working_shape(36, 48, None) == (36, 48)
+  assert rs.scaled_shape((36, 48), 0.3) == (11, 14)
+
+
+@pytest.mark.parametrize("shape,density", [((23, 31), 0.02), ((40, 17), 0.2),
+                                           ((9, 9), 1.0)])
+def test_distance_transform_matches_scipy(rng, shape, density):
+  mask = rng.random(shape) < density
+  mask[rng.integers(shape[0]), rng.integers(shape[1])] = True
+  want = ndimage.distance_transform_edt(~mask)
+  np.testing.assert_allclose(np.asarray(distance_transform(mask)), want,
+                             rtol=1e-6)
+
+
+def test_distance_transform_without_features_is_inf():
+  assert np.all(np.isinf(np.asarray(distance_transform(np.zeros((3, 4),
+                                                                bool)))))
+
+
+def brute_force_knn(q, qp, c, cp, k, damping):
+  d = np.sqrt(((q[:, None].astype(np.float64) - c[None]) ** 2).sum(-1))
+  d /= 1 + damping * np.sqrt(((qp[:, None] - cp[None]) ** 2).sum(-1))
+  return np.sort(d, axis=1)[:, :k].mean(1)
+
+
+@pytest.mark.parametrize("group_size", [None, 1, 3, 16])
+def test_knn_matches_brute_force(rng, group_size):
+  # Quantised values: many exact ties, and some candidates equal queries.
+  q = (rng.integers(0, 4, (300, 12)) / 4).astype(np.float32)
+  c = (rng.integers(0, 4, (700, 12)) / 4).astype(np.float32)
+  c[:40] = q[:40]
+  qp, cp = rng.random((300, 2)), rng.random((700, 2))
+  got = knn.mean_knn_distance(q, qp, c, cp, k=20, c=3.0, block_size=128,
+                              group_size=group_size)
+  want = brute_force_knn(q, qp, c, cp, 20, 3.0)
+  np.testing.assert_allclose(np.asarray(got), want, atol=2e-5)
+
+
+def test_sum_smallest_handles_ties_zeros_and_inf(rng):
+  x = rng.integers(0, 5, (128, 40)).astype(np.float32)
+  x[:, :3] = [0.0, -0.0, np.inf]
+  got = knn.sum_smallest(x, 7, jnp.sqrt)
+  want = np.sqrt(np.sort(np.abs(x), axis=1)[:, :7]).sum(1)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
+
+
+def test_knn_k_larger_than_candidates():
+  with pytest.raises(ValueError, match=r"`k` \(=9\) must be between 1 and "
+                     r"the number of candidates \(=8\)"):
+    knn.mean_knn_distance(np.zeros((4, 3)), np.zeros((4, 2)), np.zeros((8, 3)),
+                          np.zeros((8, 2)), k=9, c=3.0)
+
+
+# --- against the NumPy reference --------------------------------------------
+
+
+@pytest.mark.parametrize("case", [
+    dict(shape=(36, 48), channels=3, uint8=True, options=SMALL),
+    dict(shape=(64, 64), channels=3, uint8=False, options=dict(max_side=64)),
+    dict(shape=(60, 80), channels=3, uint8=True, options=dict(max_side=50)),
+    dict(shape=(36, 48), channels=1, uint8=False,
+         options=dict(max_side=48, border="edge")),
+    dict(shape=(30, 40), channels=5, uint8=False,
+         options=dict(max_side=36, output_size="working", k=32)),
+], ids=["rgb-36x48", "rgb-64x64", "rgb-resized", "gray-edge", "5planes"])
+def test_matches_numpy_reference(rng, case):
+  image = smooth_image(rng, *case["shape"], case["channels"],
+                       uint8=case["uint8"])
+  if case["channels"] == 1:
+    image = image[..., 0]
+  want = ref.context_aware(image, **case["options"])
+  got = np.asarray(context_aware(image, **case["options"]))
+  assert got.shape == want.shape and got.dtype == np.float32
+  assert got.min() >= 0 and got.max() <= 1
+  assert want.max() > 0.5  # a non-trivial map
+  np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+# --- properties -------------------------------------------------------------
+
+
+def test_constant_image_gives_zeros():
+  got = np.asarray(context_aware(np.full((36, 48, 3), 77, np.uint8), **SMALL))
+  assert not np.isnan(got).any()
+  np.testing.assert_array_equal(got, 0.0)
+
+
+def blob_image(top, left):
+  image = np.full((36, 48, 3), 128, np.uint8)
+  image[top:top + 6, left:left + 6] = [220, 30, 30]
+  return image
+
+
+def test_single_blob_holds_the_maximum_and_moves_with_it():
+  peaks = []
+  for top, left in [(6, 8), (22, 34)]:
+    sal = np.asarray(context_aware(blob_image(top, left), **SMALL))
+    y, x = np.unravel_index(np.argmax(sal), sal.shape)
+    assert top - 1 <= y <= top + 6 and left - 1 <= x <= left + 6, (y, x)
+    far = sal.copy()
+    far[max(top - 8, 0):top + 14, max(left - 8, 0):left + 14] = 0
+    assert far.max() < 0.5 * sal.max()
+    peaks.append((y, x))
+  assert peaks[0] != peaks[1]
+
+
+def test_batch_equals_single_images_and_no_recompile(rng):
+  images = np.stack([smooth_image(rng, 36, 48, 3, uint8=True)
+                     for _ in range(3)])
+  singles = [np.asarray(context_aware(im, **SMALL)) for im in images]
+  compiled = _module._single._cache_size()
+  again = np.asarray(context_aware(images[0], **SMALL))
+  assert _module._single._cache_size() == compiled  # no recompilation
+  np.testing.assert_array_equal(again, singles[0])
+  batch = np.asarray(context_aware_batch(images, **SMALL))
+  assert batch.shape == (3, 36, 48)
+  np.testing.assert_allclose(batch, np.stack(singles), atol=1e-5, rtol=0)
+
+
+def test_works_inside_a_callers_jit(rng):
+  image = smooth_image(rng, 36, 48, 3, uint8=True)
+  inside = jax.jit(lambda x: context_aware(x, **SMALL))(image)
+  np.testing.assert_allclose(np.asarray(inside),
+                             np.asarray(context_aware(image, **SMALL)),
+                             atol=1e-6)
+
+
+# --- errors -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_input(bad):
+  image = np.zeros((36, 48), np.float32)
+  image[3, 4] = bad
+  with pytest.raises(ValueError, match=r"`image` contains 1 non-finite "
+                     r"value\(s\) \(first: (nan|inf|-inf)\)"):
+    context_aware(image)
+
+
+@pytest.mark.parametrize("shape", [(48,), (2, 36, 48, 3), (0, 48)])
+def test_wrong_number_of_dimensions(shape):
+  with pytest.raises(ValueError, match=r"`image` \(shape=.*\) must be a "
+                     r"non-empty HxW or HxWxC array"):
+    context_aware(np.zeros(shape, np.float32))
+
+
+@pytest.mark.parametrize("shape", [(36, 48), (1, 2, 36, 48, 3), (0, 36, 48)])
+def test_wrong_number_of_dimensions_in_batch(shape):
+  with pytest.raises(ValueError, match=r"`images` \(shape=.*\) must be a "
+                     r"non-empty NxHxW or NxHxWxC array"):
+    context_aware_batch(np.zeros(shape, np.float32))
+
+
+@pytest.mark.parametrize("image", [np.zeros((36, 48), bool),
+                                   np.zeros((36, 48), np.int32),
+                                   np.full((36, 48), "a"),
+                                   np.zeros((36, 48), complex)])
+def test_non_numeric_dtype(image):
+  with pytest.raises(TypeError, match=r"`image` \(dtype=\S+\) must be uint8 "
+                     r"or floating point"):
+    context_aware(image)
+
+
+def test_image_smaller_than_patch_after_resizing():
+  with pytest.raises(ValueError, match=r"The image \(1000x20, 250x5 after "
+                     r"resizing to `max_side`=250\) is 250x5 at scale 1.0, "
+                     r"smaller than its 7x7 patch"):
+    context_aware(np.zeros((1000, 20), np.uint8))
+  with pytest.raises(ValueError, match=r"smaller than its 7x7 patch"):
+    context_aware(np.zeros((6, 6), np.uint8), max_side=None)
+
+
+def test_k_larger_than_candidates_is_a_clear_error():
+  # 36x48 at scale 0.3 is 11x14: 9 * 12 = 108 candidate 3x3 patches (the
+  # pyramid levels below it are under `min_pyramid_scale`); the larger
+  # scales have more than 120.
+  with pytest.raises(ValueError, match=r"`k` \(=120\) must be <= the number "
+                     r"of candidates \(=108\) at scale 0.3"):
+    context_aware(np.zeros((36, 48), np.uint8), k=120, **SMALL)
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(border="wrap"), r"`border` \(='wrap'\) must be one of"),
+    (dict(output_size=3), r"`output_size` \(=3\) must be one of"),
+    (dict(half_sizes=(3, 2)), r"`half_sizes` \(=\(3, 2\)\) must hold one int"),
+    (dict(k=0), r"`k` \(=0\) must be an int >= 1"),
+    (dict(block_size=0), r"`block_size` \(=0\) must be an int >= 1"),
+    (dict(max_side=0), r"`max_side` \(=0\) must be an int >= 1 or None"),
+    (dict(pyramid=(1.0, 2.0)), r"`pyramid` \(=\(1.0, 2.0\)\) must be"),
+    (dict(focus_threshold=1.5), r"`focus_threshold` \(=1.5\) must be in"),
+    (dict(c="3"), r"`c` \(='3'\) must be a number"),
+])
+def test_invalid_options(options, message):
+  with pytest.raises(ValueError, match=message):
+    context_aware(np.zeros((36, 48), np.uint8), **options)
+
+
+def test_unknown_option():
+  with pytest.raises(TypeError, match=r"Unknown option\(s\) \['kk'\]"):
+    context_aware(np.zeros((36, 48), np.uint8), kk=3)
