@@ -1,0 +1,5 @@
+"""Datasets: `synthetic`, procedural flowers with ground-truth part masks."""
+
+from sr_jax.data import synthetic
+
+__all__ = ["synthetic"]

@@ -1,0 +1,126 @@
+"""Tests of the demo model's training (`sr_jax.train`) and its bundled weights."""
+
+import hashlib
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import sr_jax.models.small  # noqa: F401  (registers demo_vgg)
+from sr_jax import train, weights
+from sr_jax.data import synthetic
+from sr_jax.models import get_arch, load_model, preprocess
+
+BUNDLED = pathlib.Path(__file__).resolve().parent.parent / "weights"
+# A seed of its own for the smoke run's test images.
+SMOKE = train.TrainConfig(steps=TODO_STEPS, batch_size=TODO_BATCH,
+                          learning_rate=TODO_LR, eval_seed=21, eval_count=400,
+                          log_every=50)
+
+
+@pytest.fixture(scope="module")
+def smoke_run():
+  lines = []
+  result = train.train(SMOKE, log=lines.append)
+  return result, lines
+
+
+def test_demo_vgg_is_a_small_vgg_with_torchvision_names():
+  spec = get_arch("demo_vgg")
+  assert spec.num_classes == len(synthetic.CLASS_NAMES)
+  assert spec.input_size == synthetic.DEFAULT_SIZE
+  model, variables = load_model("demo_vgg", key=jax.random.PRNGKey(0))
+  names = set(variables["params"])
+  assert {"features_0", "classifier_0", "classifier_3", "classifier_6"} <= names
+  n = sum(x.size for x in jax.tree.leaves(variables))
+  assert n * 4 < 10e6
+  x = jnp.zeros((2, 64, 64, 3), jnp.float32)
+  assert model.apply(variables, x).shape == (2, len(synthetic.CLASS_NAMES))
+
+
+def test_training_normalisation_is_the_inference_preprocessing():
+  images, _, _ = synthetic.make_batch(0, 0, 3)
+  spec = get_arch("demo_vgg")
+  x = np.asarray(train.normalise(images, spec.preprocessing))
+  for image, xi in zip(images, x):
+    np.testing.assert_allclose(xi, np.asarray(preprocess(image, "demo_vgg"))[0],
+                               rtol=0, atol=1e-5)
+
+
+def test_smoke_run_learns_well_above_chance(smoke_run):
+  result, lines = smoke_run
+  chance = 1.0 / len(synthetic.CLASS_NAMES)
+  assert result.accuracy >= 3 * chance, result.accuracy
+  progress = [ln for ln in lines if ln.startswith("step ")]
+  assert len(progress) == SMOKE.steps // SMOKE.log_every
+  assert all("loss" in ln and "img/s" in ln and "ETA" in ln for ln in progress)
+
+
+def test_evaluate_matches_a_per_image_reference(smoke_run):
+  result, _ = smoke_run
+  images, labels, _ = synthetic.make_batch(SMOKE.eval_seed, 0, 40)
+  predicted = [int(np.argmax(result.model.apply(
+      result.variables, preprocess(im, "demo_vgg")))) for im in images]
+  expected = np.mean(np.array(predicted) == labels)
+  got = train.evaluate(result.model, result.variables,
+                       seed=SMOKE.eval_seed, count=40, batch_size=16)
+  assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_training_is_reproducible():
+  config = train.TrainConfig(steps=3, batch_size=8, eval_count=8, log_every=3)
+  a = train.train(config, log=lambda _: None)
+  b = train.train(config, log=lambda _: None)
+  jax.tree.map(np.testing.assert_array_equal, a.variables, b.variables)
+
+
+def test_save_weights_writes_provenance_and_manifest(smoke_run, tmp_path):
+  result, _ = smoke_run
+  (tmp_path / "MANIFEST").write_text("abc  other.safetensors\n"
+                                     "def  demo.safetensors\n")
+  path = tmp_path / "demo.safetensors"
+  digest = train.save_weights(result, path, command="python -m x --steps=1")
+  assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+  assert (tmp_path / "MANIFEST").read_text().splitlines() == [
+      "abc  other.safetensors", f"{digest}  demo.safetensors"]
+  meta = weights.read_metadata(path)
+  assert json.loads(meta["classes"]) == list(synthetic.CLASS_NAMES)
+  assert meta["arch"] == "demo_vgg" and meta["command"] == "python -m x --steps=1"
+  assert int(meta["train_seed"]) == SMOKE.train_seed
+  assert int(meta["eval_seed"]) == SMOKE.eval_seed
+  assert float(meta["accuracy"]) == pytest.approx(result.accuracy, abs=1e-4)
+  assert int(meta["steps"]) == SMOKE.steps and meta["image_size"] == "64"
+  model, variables = weights.load(path)
+  x = preprocess(synthetic.sample(0, 0)[0], "demo_vgg")
+  np.testing.assert_array_equal(model.apply(variables, x),
+                                result.model.apply(result.variables, x))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(eval_seed=0, train_seed=0), r"`eval_seed` \(=0\) must differ"),
+    (dict(steps=10, warmup_steps=10), r"`warmup_steps` \(=10\) must be in"),
+    (dict(batch_size=0), r"`batch_size` \(=0\) must be >= 1"),
+])
+def test_bad_configs_are_named(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    train.TrainConfig(**kwargs)
+
+
+@pytest.mark.skipif(not (BUNDLED / "demo_vgg.safetensors").exists(),
+                    reason="no bundled demo weights")
+def test_bundled_weights_match_manifest_and_classify_held_out_images():
+  path = BUNDLED / "demo_vgg.safetensors"
+  digest = hashlib.sha256(path.read_bytes()).hexdigest()
+  assert f"{digest}  demo_vgg.safetensors" in (
+      BUNDLED / "MANIFEST").read_text().splitlines()
+  assert path.stat().st_size < 10e6
+  meta = weights.read_metadata(path)
+  assert float(meta["accuracy"]) >= 0.97
+  assert meta["eval_seed"] != meta["train_seed"]
+  model, variables = weights.load(path)
+  accuracy = train.evaluate(model, variables, seed=synthetic.EVAL_SEED,
+                            count=500)
+  assert accuracy >= 0.95
