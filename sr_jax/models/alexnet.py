@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 
 from sr_jax.models.layers import (AdaptiveAvgPool2d, MaxPool2d, check_nhwc,
-                                  conv, flatten_nchw)
+                                  conv, dense, flatten_nchw)
 
 
 class AlexNet(nn.Module):
@@ -37,10 +37,10 @@ class AlexNet(nn.Module):
     x = AdaptiveAvgPool2d((6, 6), name="avgpool")(x)
     x = flatten_nchw(x)
     x = nn.Dropout(0.5, deterministic=not train)(x)
-    x = nn.relu(nn.Dense(4096, name="classifier_1")(x))
+    x = nn.relu(dense(4096, name="classifier_1")(x))
     x = nn.Dropout(0.5, deterministic=not train)(x)
-    x = nn.relu(nn.Dense(4096, name="classifier_4")(x))
-    return nn.Dense(self.num_classes, name="classifier_6")(x)
+    x = nn.relu(dense(4096, name="classifier_4")(x))
+    return dense(self.num_classes, name="classifier_6")(x)
 
 
 alexnet = AlexNet

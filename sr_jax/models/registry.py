@@ -9,6 +9,7 @@ through `sr_jax.weights`, which validates every tensor.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable, Optional, Union
 
@@ -96,6 +97,12 @@ def init_params(model: nn.Module, key: jax.Array, input_size: int) -> Any:
   return jax.jit(model.init)(key, x)
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_init(spec: ArchSpec) -> Callable[[jax.Array, jax.Array], Any]:
+  """One jitted `init` per architecture, so repeated loads compile once."""
+  return jax.jit(spec.module().init)
+
+
 def load_model(
     name: str,
     weights: Union[str, os.PathLike, None] = None,
@@ -107,8 +114,10 @@ def load_model(
   Args:
     name: an architecture in `ARCHS` (e.g. "vgg16", "alexnet", "vgg_face").
     weights: a safetensors file written by `sr_jax.weights` (validated tensor
-      by tensor against the architecture), or None for random initialisation
-      from `key`.
+      by tensor against the architecture), or None. With None, an
+      architecture that ships weights with the project (`demo_vgg`, see
+      `sr_jax.weights.bundled_path`) loads them unless `key` is given;
+      otherwise the parameters are randomly initialised from `key`.
     key: PRNG key for random initialisation; defaults to `PRNGKey(0)`.
 
   Returns:
@@ -120,9 +129,13 @@ def load_model(
     (1, 10)
   """
   spec = get_arch(name)
-  if weights is None:
-    model = spec.module()
-    key = jax.random.PRNGKey(0) if key is None else key
-    return model, init_params(model, key, spec.input_size)
   from sr_jax import weights as weights_lib  # pylint: disable=import-outside-toplevel
+  if weights is None and key is None:
+    bundled = weights_lib.bundled_path(name)
+    if bundled is not None:
+      return weights_lib.load(bundled, arch=name)
+  if weights is None:
+    key = jax.random.PRNGKey(0) if key is None else key
+    x = jnp.zeros((1, spec.input_size, spec.input_size, 3), jnp.float32)
+    return spec.module(), _cached_init(spec)(key, x)
   return weights_lib.load(weights, arch=name)

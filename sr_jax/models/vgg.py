@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 
 from sr_jax.models.layers import (AdaptiveAvgPool2d, MaxPool2d, check_nhwc,
-                                  conv, flatten_nchw)
+                                  conv, dense, flatten_nchw)
 
 # torchvision's configurations: an int is a 3x3 conv with that many channels,
 # "M" a 2x2 max-pool with stride 2.
@@ -69,11 +69,11 @@ class VGG(nn.Module):
       i += 1
     x = AdaptiveAvgPool2d(self.pool_size, name="avgpool")(x)
     x = flatten_nchw(x)
-    x = nn.relu(nn.Dense(self.hidden, name="classifier_0")(x))
+    x = nn.relu(dense(self.hidden, name="classifier_0")(x))
     x = nn.Dropout(0.5, deterministic=not train)(x)
-    x = nn.relu(nn.Dense(self.hidden, name="classifier_3")(x))
+    x = nn.relu(dense(self.hidden, name="classifier_3")(x))
     x = nn.Dropout(0.5, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, name="classifier_6")(x)
+    return dense(self.num_classes, name="classifier_6")(x)
 
 
 vgg11 = functools.partial(VGG, cfg=CFGS["A"])

@@ -1,0 +1,293 @@
+"""Forward-pass speed of AlexNet and VGG-16: JAX (jitted) beside PyTorch.
+
+    python benchmarks/models.py                    # defaults, a few minutes
+    python benchmarks/models.py --reps 20          # quieter figures
+    python benchmarks/models.py --variants all     # every JAX variant tried
+
+Every (framework, variant, architecture, batch) runs in a fresh subprocess, so
+that each peak memory (VmHWM, which sees XLA's and torch's allocations alike)
+and each allocator state is its own. Both frameworks get the same weights
+(random, from a fixed seed, in both layouts), the same input and the same
+thread count (`torch.set_num_threads` = the cores JAX's CPU client uses, i.e.
+this process's CPU affinity). The table gives the median ms per image over
+`--reps` timed calls after `--warmup` calls, the JAX/torch ratio, peak memory,
+and the largest relative logit difference to torch (a check that both
+computed the same thing). JSON goes to benchmarks/results/models.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# glibc settings that keep freed memory for reuse (see
+# sr_jax/models/allocator.py, which applies them on import of sr_jax).
+MALLOC_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0",
+              "MALLOC_TRIM_THRESHOLD_": "-1"}
+# Variants: framework, environment, how parameters reach jit, XLA flags.
+VARIANTS = {
+    "torch": {"framework": "torch"},  # glibc's defaults
+    "torch_tuned": {"framework": "torch", "env": MALLOC_ENV},
+    "jax": {},  # sr_jax's defaults: params as jit arguments, tuned malloc
+    "jax_glibc": {"env": {"SR_JAX_TUNE_MALLOC": "0"}},
+    "jax_closure": {"closure": True},
+    "jax_donate": {"donate": True},
+    "jax_no_eigen_threads": {
+        "xla_flags": "--xla_cpu_multi_thread_eigen=false"},
+    # XLA:CPU runs bias+ReLU+max-pool and dense layers as YNNPACK fusions
+    # on a second thread pool beside Eigen's; this turns them off.
+    "jax_no_ynn": {"xla_flags": "--xla_cpu_experimental_ynn_fusion_type="},
+    "jax_xnn_dot": {"xla_flags": "--xla_cpu_experimental_xnn_fusion_type=dot"},
+    "jax_onednn": {"xla_flags": "--xla_cpu_use_onednn=true"},
+}
+DEFAULT_VARIANTS = ("torch", "torch_tuned", "jax", "jax_glibc")
+
+
+def _vmhwm_mib() -> float:
+  with open("/proc/self/status", encoding="ascii") as f:
+    for line in f:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) / 1024.0
+  return float("nan")
+
+
+def page_touch_us(mib: int = 256, reps: int = 4) -> dict[str, float]:
+  """Wall microseconds to first-touch a fresh 4 KiB page vs a reused one."""
+  import mmap  # pylint: disable=import-outside-toplevel
+  n = mib << 20
+  reused = mmap.mmap(-1, n)
+
+  def touch(m):
+    for i in range(0, n, 4096):
+      m[i] = 1
+
+  def fresh():
+    with mmap.mmap(-1, n) as m:
+      touch(m)
+
+  touch(reused)
+  out = {}
+  for name, call in (("fresh", fresh), ("reused", lambda: touch(reused))):
+    t = time.perf_counter()
+    for _ in range(reps):
+      call()
+    out[name] = 1e6 * (time.perf_counter() - t) / reps / (n // 4096)
+  reused.close()
+  return out
+
+
+def _flax_weights(arch: str):
+  """Random float32 variables for `arch`, flat by name (NumPy only)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from sr_jax import weights  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  flat = {}
+  for name, shape in weights.expected_shapes(arch).items():
+    if name.endswith("/kernel"):
+      v = rng.standard_normal(shape, np.float32)
+      v *= np.float32(np.sqrt(2.0 / np.prod(shape[:-1])))
+    elif name.endswith(("/var", "/scale")):
+      v = rng.uniform(0.5, 2.0, shape).astype(np.float32)
+    else:
+      v = rng.uniform(-0.1, 0.1, shape).astype(np.float32)
+    flat[name] = v
+  return flat
+
+
+def _torch_state_dict(flat):
+  """Our flat Flax variables back in torchvision's layout."""
+  import torch  # pylint: disable=import-outside-toplevel
+  names = {"kernel": "weight", "scale": "weight", "mean": "running_mean",
+           "var": "running_var"}
+  sd = {}
+  for name, v in flat.items():
+    _, module, leaf = name.split("/")
+    if leaf == "kernel":
+      v = v.transpose(3, 2, 0, 1) if v.ndim == 4 else v.T
+    key = module.replace("_", ".", 1)
+    sd[f"{key}.{names.get(leaf, leaf)}"] = torch.from_numpy(v.copy())
+  return sd
+
+
+def _time(call, reps: int, warmup: int):
+  """Wall and CPU seconds of `reps` calls after `warmup`, and page faults."""
+  for _ in range(warmup):
+    call()
+  wall, cpu = [], []
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  for _ in range(reps):
+    t, c = time.perf_counter(), time.process_time()
+    call()
+    wall.append(time.perf_counter() - t)
+    cpu.append(time.process_time() - c)
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+  return wall, cpu, faults / max(reps, 1)
+
+
+def worker(cfg: dict) -> dict:
+  """Measures one configuration; runs in its own process."""
+  # Both frameworks size their thread pools before the first import: JAX's
+  # CPU client to the affinity mask, torch to `set_num_threads`.
+  os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cfg["threads"]])
+  if cfg["framework"] == "jax":
+    import sr_jax  # pylint: disable=import-outside-toplevel,unused-import
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  arch, batch = cfg["arch"], cfg["batch"]
+  flat = _flax_weights(arch)
+  x = np.random.default_rng(1).standard_normal(
+      (batch, 224, 224, 3)).astype(np.float32)
+  result = {}
+  if cfg["framework"] == "torch":
+    import torch  # pylint: disable=import-outside-toplevel
+    sys.path.insert(0, str(ROOT))
+    from tests.reference import torch_models  # pylint: disable=import-outside-toplevel
+    torch.set_num_threads(cfg["threads"])
+    model = torch_models.build(arch)
+    model.load_state_dict(_torch_state_dict(flat))
+    del flat
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    with torch.inference_mode():
+      t = time.perf_counter()
+      logits = model(xt).numpy()
+      result["first_call_s"] = time.perf_counter() - t
+      times, cpu, faults = _time(lambda: model(xt), cfg["reps"],
+                                 cfg["warmup"])
+  else:
+    import jax  # pylint: disable=import-outside-toplevel
+    import sr_jax  # pylint: disable=import-outside-toplevel
+    from sr_jax import weights  # pylint: disable=import-outside-toplevel
+    variables = jax.tree.map(jax.numpy.asarray, weights.unflatten(flat))
+    del flat
+    model = sr_jax.models.get_arch(arch).module()
+    xj = jax.numpy.asarray(x)
+    if cfg.get("closure"):
+      f = jax.jit(lambda x: model.apply(variables, x))
+      call = lambda: f(xj).block_until_ready()
+    elif cfg.get("donate"):
+      f = jax.jit(model.apply, donate_argnums=1)
+      call = lambda: f(variables, jax.numpy.array(x)).block_until_ready()
+    else:
+      f = jax.jit(model.apply)
+      call = lambda: f(variables, xj).block_until_ready()
+    t = time.perf_counter()
+    logits = np.asarray(call())
+    result["first_call_s"] = time.perf_counter() - t
+    times, cpu, faults = _time(call, cfg["reps"], cfg["warmup"])
+    result["jax_threads"] = len(os.sched_getaffinity(0))
+  result.update(
+      ms_per_image=1e3 * statistics.median(times) / batch,
+      ms_per_image_min=1e3 * min(times) / batch,
+      cpu_ms_per_image=1e3 * statistics.median(cpu) / batch,
+      page_faults_per_image=faults / batch,
+      times_s=times, cpu_s=cpu, peak_rss_mib=_vmhwm_mib(),
+      logits0=[float(v) for v in logits[0]])
+  return result
+
+
+def run_worker(cfg: dict, timeout: float) -> dict:
+  """Runs `worker(cfg)` in a fresh interpreter with the variant's env."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT), **cfg.get("env", {}))
+  if cfg.get("xla_flags"):
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + cfg["xla_flags"])
+  with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
+    cmd = [sys.executable, __file__, "--worker", json.dumps(cfg),
+           "--worker_out", out.name]
+    done = subprocess.run(cmd, env=env, timeout=timeout, check=False,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+      return {"error": done.stderr.strip().splitlines()[-1:]}
+    return json.loads(out.read())
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--archs", default="alexnet,vgg16")
+  parser.add_argument("--batches", default="1,8")
+  parser.add_argument("--reps", type=int, default=5)
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--threads", type=int,
+                      default=len(os.sched_getaffinity(0)))
+  parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                      help=f"JAX variants, or 'all': {', '.join(VARIANTS)}")
+  parser.add_argument("--timeout", type=float, default=1800.0)
+  parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
+                                           "models.json"))
+  parser.add_argument("--worker", help=argparse.SUPPRESS)
+  parser.add_argument("--worker_out", help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.worker:
+    pathlib.Path(args.worker_out).write_text(
+        json.dumps(worker(json.loads(args.worker))))
+    return
+  variants = list(VARIANTS) if args.variants == "all" else \
+      args.variants.split(",")
+  configs = []
+  for arch in args.archs.split(","):
+    for batch in (int(b) for b in args.batches.split(",")):
+      base = {"arch": arch, "batch": batch, "reps": args.reps,
+              "warmup": args.warmup, "threads": args.threads,
+              "framework": "jax"}
+      configs += [dict(base, variant=v, **VARIANTS[v]) for v in variants]
+  rows = []
+  header = (f"{'arch':8s} {'b':>2s} {'variant':22s} {'ms/img':>8s} "
+            f"{'min':>8s} {'cpu ms':>8s} {'/torch':>7s} {'/tuned':>7s} "
+            f"{'peak MiB':>9s} "
+            f"{'faults/img':>10s} {'1st call s':>10s} {'rel Δlogit':>10s}")
+  touch = page_touch_us()
+  print(f"threads={args.threads} reps={args.reps} warmup={args.warmup} "
+        f"load={os.getloadavg()[0]:.2f}; page first touch "
+        f"{touch['fresh']:.2f} us, reused {touch['reused']:.2f} us (incl. "
+        f"Python's loop)\n{header}", flush=True)
+  torch_logits, torch_ms = {}, {}
+  for cfg in configs:
+    res = run_worker(cfg, args.timeout)
+    row = dict(cfg, **res)
+    key = (cfg["arch"], cfg["batch"])
+    logits = row.pop("logits0", None)
+    if cfg["framework"] == "torch" and "error" not in res:
+      torch_logits.setdefault(key, logits)
+      torch_ms[key + (cfg["variant"],)] = row["ms_per_image"]
+    if "error" not in res and key in torch_logits:
+      import numpy as np  # pylint: disable=import-outside-toplevel
+      a, b = np.asarray(logits), np.asarray(torch_logits[key])
+      row["rel_logit_diff"] = float(np.abs(a - b).max() / np.abs(b).max())
+    for ref in ("torch", "torch_tuned"):
+      if "error" not in res and key + (ref,) in torch_ms:
+        row[f"ratio_vs_{ref}"] = row["ms_per_image"] / torch_ms[key + (ref,)]
+    name = cfg["variant"]
+    if "error" in res:
+      print(f"{cfg['arch']:8s} {cfg['batch']:2d} {name:22s} ERROR "
+            f"{res['error']}", flush=True)
+    else:
+      print(f"{cfg['arch']:8s} {cfg['batch']:2d} {name:22s} "
+            f"{row['ms_per_image']:8.1f} {row['ms_per_image_min']:8.1f} "
+            f"{row['cpu_ms_per_image']:8.1f} "
+            f"{row.get('ratio_vs_torch', float('nan')):7.2f} "
+            f"{row.get('ratio_vs_torch_tuned', float('nan')):7.2f} "
+            f"{row['peak_rss_mib']:9.0f} {row['page_faults_per_image']:10.0f} "
+            f"{row['first_call_s']:10.2f} "
+            f"{row.get('rel_logit_diff', float('nan')):10.1e}", flush=True)
+    rows.append(row)
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  payload = {"argv": sys.argv[1:], "threads": args.threads,
+             "page_touch_us": touch,
+             "loadavg_end": os.getloadavg(), "malloc_env": MALLOC_ENV,
+             "time": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}
+  tmp = out.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(payload, indent=1))
+  os.replace(tmp, out)
+  print(f"Wrote {out}.")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,1 @@
+"""Command-line apps (absl): each parses flags and calls the library."""
