@@ -1,0 +1,64 @@
+r"""Explains every image of a folder (or glob) with SR maps; resumable.
+
+  python -m sr_jax.scripts.batch --input=photos --out=out --model=vgg16 \
+      --weights=weights/vgg16.safetensors --batch_size=8
+
+Writes `<name>.npz` and `<name>.png` per image, `results.jsonl` and
+`failures.jsonl`; a re-run skips what is done (see `sr_jax.batch`). The exit
+status is 1 when any image failed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("input", None, "Folder of images, or a glob pattern.")
+flags.DEFINE_string("out", None, "Output folder.")
+flags.DEFINE_string("model", "vgg16", "Architecture.")
+flags.DEFINE_string("weights", None,
+                    "safetensors weight file; default: the model's bundled "
+                    "weights, else random weights.")
+flags.DEFINE_integer("batch_size", 8, "Images per batch and device.",
+                     lower_bound=1)
+flags.DEFINE_integer("num_devices", 1,
+                     "Devices to shard each batch over (jax.devices()).",
+                     lower_bound=1)
+flags.DEFINE_string("composite", "sr_paper", "LRP composite.")
+flags.DEFINE_enum("relevance_image", "abs_rgb", ["abs_rgb", "sum_abs", "positive"],
+                  "How relevance becomes the SR step's image.")
+flags.DEFINE_string("saliency_options", "{}",
+                    "JSON object of context-aware saliency options, e.g. "
+                    "'{\"max_side\": null, \"k\": 32}'.")
+flags.DEFINE_bool("retry_failed", False,
+                  "Retry images an earlier run recorded as failed.")
+flags.mark_flags_as_required(["input", "out"])
+
+
+def run(argv) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from sr_jax import batch  # pylint: disable=import-outside-toplevel
+  try:
+    summary = batch.run(
+        FLAGS.input, FLAGS.out, model=FLAGS.model, weights=FLAGS.weights,
+        batch_size=FLAGS.batch_size, num_devices=FLAGS.num_devices,
+        composite=FLAGS.composite, relevance_image=FLAGS.relevance_image,
+        saliency_options=batch.parse_options(FLAGS.saliency_options),
+        retry_failed=FLAGS.retry_failed, stream=sys.stderr)
+  except (ValueError, RuntimeError) as e:  # Bad flags or a busy --out.
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(summary)
+  return 1 if summary.failed else 0
+
+
+def main() -> None:
+  """Console-script entry point (`sr-jax-batch`)."""
+  app.run(run)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,371 @@
+"""The Salient Relevance (SR) map: LRP, then context-aware saliency of it.
+
+Li, Tian, Mueller and Chen (2017), "Beyond saliency: understanding
+convolutional neural networks from saliency prediction on layer-wise relevance
+propagation". Step one is a layer-wise relevance propagation map
+(`sr_jax.lrp.relevance`); step two turns it into an image
+(`relevance_to_image`) and runs context-aware saliency (Goferman, Zelnik-Manor
+and Tal 2012; `sr_jax.saliency`) on that image. The saliency map of the input
+itself (the paper's "human" reference) and the input's Canny edges come with
+the result, so that `sr_jax.viz.panel` can draw the paper's Figure 3.
+
+`sr_map` explains one image; `sr_map_batch` runs LRP and both saliency maps
+for a stack of images in jitted, vmapped steps; `explain_crops` is that
+batched core on already-cropped images, with optional stage timings and
+sharding of the batch axis over a device mesh (used by `sr_jax.batch`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sr_jax import lrp, saliency, viz
+from sr_jax import weights as weights_lib
+from sr_jax.classes import imagenet_classes, label
+from sr_jax.models.preprocess import (as_rgb_uint8, preprocess,
+                                      resize_center_crop)
+from sr_jax.models.registry import get_arch
+
+RELEVANCE_IMAGES = ("abs_rgb", "sum_abs", "positive")
+
+Target = Union[None, int, Sequence[int], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class SRResult:
+  """What `sr_map` found for one image (NumPy arrays, ready for files).
+
+  Attributes:
+    image: uint8 HxWx3, the crop the model saw (resized and cropped, not
+      normalised).
+    logits: float32 (C,), the model's output.
+    target: the explained class.
+    probability: softmax probability of `target`.
+    relevance: float32 HxWx3, signed LRP relevance of the input.
+    relevance_image: float32 in [0, 1], HxWx3 or HxW, the image the SR step
+      saw (see `relevance_to_image`).
+    sr: float32 HxW in [0, 1], the SR map.
+    image_saliency: float32 HxW in [0, 1], context-aware saliency of `image`,
+      or None when not asked for.
+    edges: bool HxW, Canny edges of `image`.
+  """
+
+  image: np.ndarray
+  logits: np.ndarray
+  target: int
+  probability: float
+  relevance: np.ndarray
+  relevance_image: np.ndarray
+  sr: np.ndarray
+  image_saliency: Optional[np.ndarray]
+  edges: np.ndarray
+
+  def arrays(self) -> dict[str, np.ndarray]:
+    """Every field as an array (for `np.savez`); a missing map is left out."""
+    out = {f.name: np.asarray(getattr(self, f.name))
+           for f in dataclasses.fields(self)}
+    if self.image_saliency is None:
+      del out["image_saliency"]
+    return out
+
+
+def relevance_to_image(relevance: jax.typing.ArrayLike,
+                       mode: str = "abs_rgb") -> jax.Array:
+  """The image that the saliency step sees, made from relevance `R`.
+
+  Works on one map (HxWx3) or a stack (...xHxWx3); every map is scaled on its
+  own with one min-max over all its pixels (and channels); a constant map
+  becomes all zeros.
+
+  Args:
+    relevance: signed relevance, last axis the 3 colour channels.
+    mode: "abs_rgb": |R| of each channel, one min-max over all channels, a
+      3-channel image (what the SR paper's released code did); "sum_abs": the
+      channel sum of |R|, one plane; "positive": the channel sum of R clipped
+      at 0, one plane.
+
+  Returns:
+    float32 in [0, 1]: ...xHxWx3 for "abs_rgb", ...xHxW otherwise.
+  """
+  r = jnp.asarray(relevance, jnp.float32)
+  if mode not in RELEVANCE_IMAGES:
+    raise ValueError(f"`relevance_image` (={mode!r}) must be one of "
+                     f"{', '.join(repr(m) for m in RELEVANCE_IMAGES)}.")
+  if r.ndim < 3 or r.shape[-1] != 3:
+    raise ValueError(f"`relevance` (shape={r.shape}) must be HxWx3 or a "
+                     "stack ...xHxWx3.")
+  if mode == "abs_rgb":
+    img, axes = jnp.abs(r), (-3, -2, -1)
+  elif mode == "sum_abs":
+    img, axes = jnp.abs(r).sum(-1), (-2, -1)
+  else:
+    img, axes = jnp.maximum(r.sum(-1), 0.0), (-2, -1)
+  lo = img.min(axis=axes, keepdims=True)
+  span = img.max(axis=axes, keepdims=True) - lo
+  return jnp.where(span > 0, (img - lo) / jnp.where(span > 0, span, 1.0), 0.0)
+
+
+def prepare(image: np.ndarray, *, arch: str) -> np.ndarray:
+  """The uint8 HxWx3 crop that architecture `arch` sees (not normalised)."""
+  spec = get_arch(arch).preprocessing
+  image = as_rgb_uint8(image)
+  if spec.resize is not None:
+    image = resize_center_crop(image, spec.resize, spec.crop or spec.resize)
+  return image
+
+
+def normalise(crops: np.ndarray, *, arch: str) -> jax.Array:
+  """float32 NxHxWx3 model input for a uint8 stack of `prepare`d crops."""
+  spec = dataclasses.replace(get_arch(arch).preprocessing, resize=None,
+                             crop=None)
+  return jnp.concatenate([preprocess(c, spec) for c in crops])
+
+
+def _check_target(target: Target, n: int, num_classes: int) -> Optional[jax.Array]:
+  if target is None:
+    return None
+  t = np.broadcast_to(np.asarray(target), (n,)) if np.ndim(target) == 0 \
+      else np.asarray(target)
+  if t.shape != (n,) or not np.issubdtype(t.dtype, np.integer) \
+      or t.min() < 0 or t.max() >= num_classes:
+    raise ValueError(f"`target` (={target!r}) must be None, or an int (or one "
+                     f"per image, {n} here) in 0..{num_classes - 1}.")
+  return jnp.asarray(t, jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "composite", "mode"))
+def _relevance_step(model: nn.Module, variables: Any, x: jax.Array,
+                    target: Optional[jax.Array], *, composite: Any, mode: str):
+  r, logits = lrp.relevance(model, variables, x, target=target,
+                            composite=composite, return_logits=True)
+  return r, logits, relevance_to_image(r, mode)
+
+
+def _softmax(logits: jax.typing.ArrayLike) -> np.ndarray:
+  """Softmax over the last axis, in float64."""
+  z = np.asarray(logits, np.float64)
+  e = np.exp(z - z.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def _results(crops, logits, targets, r, rel_img, sr, sal, edges):
+  logits = np.asarray(logits, np.float32)
+  prob = _softmax(logits)
+  return [SRResult(
+      image=crops[i], logits=logits[i], target=int(targets[i]),
+      probability=float(prob[i, targets[i]]), relevance=np.asarray(r[i]),
+      relevance_image=np.asarray(rel_img[i]), sr=np.asarray(sr[i]),
+      image_saliency=None if sal is None else np.asarray(sal[i]),
+      edges=edges[i]) for i in range(len(crops))]
+
+
+class _Clock:
+  """Adds the seconds of each stage to `timings` (when one is given)."""
+
+  def __init__(self, timings: Optional[dict[str, float]]):
+    self.timings, self.t = timings, time.perf_counter()
+
+  def __call__(self, stage: str, value: Any = None) -> Any:
+    jax.block_until_ready(value)
+    now = time.perf_counter()
+    if self.timings is not None:
+      self.timings[stage] = self.timings.get(stage, 0.0) + now - self.t
+    self.t = now
+    return value
+
+
+def explain_crops(
+    model: nn.Module,
+    variables: Any,
+    crops: np.ndarray,
+    *,
+    arch: str,
+    target: Target = None,
+    composite: Any = "sr_paper",
+    relevance_image: str = "abs_rgb",
+    with_image_saliency: bool = True,
+    saliency_options: Optional[Mapping[str, Any]] = None,
+    mesh: Optional[jax.sharding.Mesh] = None,
+    timings: Optional[dict[str, float]] = None,
+) -> list[SRResult]:
+  """SR results for a uint8 NxHxWx3 stack of crops made by `prepare`.
+
+  LRP and the relevance image run in one jitted step (compiled once per
+  model, composite, mode and shape); both saliency maps run through
+  `sr_jax.saliency.context_aware_batch` (jitted, vmapped); Canny runs on the
+  host.
+
+  Args:
+    model, variables: the classifier, e.g. from `sr_jax.load_model`.
+    crops: uint8 NxHxWx3, all the same size.
+    arch: architecture name, for the normalisation.
+    target: None (each image's top class), a class index, or one per image.
+    composite: LRP composite name or object (`sr_jax.lrp.composites`).
+    relevance_image: see `relevance_to_image`.
+    with_image_saliency: also compute the saliency of the crops.
+    saliency_options: keyword options of `context_aware_batch`.
+    mesh: a 1-D `jax.sharding.Mesh` with axis "batch"; when given, the batch
+      axis is sharded over it (N must be a multiple of its size) and the
+      variables are replicated.
+    timings: a dict to which the seconds of each stage are added:
+      "preprocess", "lrp", "saliency_relevance", "saliency_image", "edges".
+
+  Returns:
+    One `SRResult` per crop, in order.
+  """
+  clock = _Clock(timings)
+  crops = np.stack([as_rgb_uint8(c, name="crops[i]") for c in crops])
+  opts = dict(saliency_options or {})
+  num_classes = get_arch(arch).num_classes
+  t = _check_target(target, len(crops), num_classes)
+  x = normalise(crops, arch=arch)
+  pixels = jnp.asarray(crops)
+  if mesh is not None:
+    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    variables = jax.device_put(variables, replicated)
+    x, pixels = jax.device_put((x, pixels), batch)
+    t = None if t is None else jax.device_put(t, batch)
+  clock("preprocess", x)
+  r, logits, rel_img = clock("lrp", _relevance_step(
+      model, variables, x, t, composite=composite, mode=relevance_image))
+  targets = np.asarray(logits).argmax(-1) if t is None else np.asarray(t)
+  sr = clock("saliency_relevance", saliency.context_aware_batch(rel_img, **opts))
+  sal = None
+  if with_image_saliency:
+    sal = clock("saliency_image", saliency.context_aware_batch(pixels, **opts))
+  edges = [np.asarray(viz.canny(c), bool) for c in crops]
+  clock("edges")
+  return _results(crops, logits, targets, r, rel_img, sr, sal, edges)
+
+
+def sr_map_batch(
+    model: nn.Module,
+    variables: Any,
+    images: Sequence[np.ndarray],
+    *,
+    arch: str,
+    target: Target = None,
+    composite: Any = "sr_paper",
+    relevance_image: str = "abs_rgb",
+    with_image_saliency: bool = True,
+    **saliency_options: Any,
+) -> list[SRResult]:
+  """`sr_map` for several images at once, in jitted, vmapped steps.
+
+  Args:
+    model, variables, arch, composite, relevance_image, with_image_saliency,
+      saliency_options: as in `sr_map`.
+    images: uint8 images whose crops (`prepare`) all have the same size; with
+      a resizing architecture (VGG-16: 256 then 224) any sizes do.
+    target: None (each image's top class), a class index for all, or one per
+      image.
+
+  Returns:
+    A list with one `SRResult` per image, in order (the same values as
+    `sr_map` on each image, up to float32 rounding).
+  """
+  crops = [prepare(im, arch=arch) for im in images]
+  shapes = sorted({c.shape for c in crops})
+  if len(shapes) != 1:
+    raise ValueError(f"`images` have crops of different sizes ({shapes}); "
+                     "batch images of one size, or use a resizing arch.")
+  return explain_crops(model, variables, np.stack(crops), arch=arch,
+                       target=target, composite=composite,
+                       relevance_image=relevance_image,
+                       with_image_saliency=with_image_saliency,
+                       saliency_options=saliency_options)
+
+
+def sr_map(
+    model: nn.Module,
+    variables: Any,
+    image: np.ndarray,
+    *,
+    arch: str,
+    target: Optional[int] = None,
+    composite: Any = "sr_paper",
+    relevance_image: str = "abs_rgb",
+    with_image_saliency: bool = True,
+    **saliency_options: Any,
+) -> SRResult:
+  """The SR map of one image, with everything needed to draw it.
+
+  Args:
+    model, variables: the classifier, e.g. from `sr_jax.load_model(arch)`.
+    image: uint8 HxW, HxWx3 or HxWx4 image; it is resized and cropped as
+      `arch` wants (`prepare`), and the result's `image` is that crop.
+    arch: architecture name (preprocessing and class count).
+    target: class to explain; None explains the top class.
+    composite: LRP composite (`sr_jax.lrp.composites.COMPOSITES`).
+    relevance_image: how relevance becomes an image, see `relevance_to_image`.
+    with_image_saliency: also compute the saliency of the image itself.
+    **saliency_options: passed to `sr_jax.saliency.context_aware`.
+
+  Returns:
+    An `SRResult`.
+
+  Examples:
+    >>> model, variables = sr_jax.load_model("vgg_tiny")
+    >>> img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)
+    >>> out = sr_map(model, variables, img, arch="vgg_tiny")
+    >>> out.sr.shape, out.relevance.shape
+    ((32, 32), (32, 32, 3))
+  """
+  if np.ndim(target) != 0:
+    raise ValueError(f"`target` (={target!r}) must be None or one int.")
+  crop = prepare(image, arch=arch)
+  t = _check_target(target, 1, get_arch(arch).num_classes)
+  r, logits = lrp.relevance(model, variables, normalise(crop[None], arch=arch),
+                            target=t, composite=composite, return_logits=True)
+  rel_img = relevance_to_image(r[0], relevance_image)
+  sr = saliency.context_aware(rel_img, **saliency_options)
+  sal = (saliency.context_aware(crop, **saliency_options)
+         if with_image_saliency else None)
+  targets = np.asarray(logits).argmax(-1) if t is None else np.asarray(t)
+  edges = np.asarray(viz.canny(crop), bool)
+  return _results(crop[None], logits, targets, r, rel_img[None], sr[None],
+                  None if sal is None else sal[None], [edges])[0]
+
+
+def class_names(arch: str, weights: Optional[str] = None
+                ) -> Optional[tuple[str, ...]]:
+  """Class names for `arch` (with weight file `weights`), or None.
+
+  A weight file whose metadata holds "classes" (a JSON list, as the demo
+  model's does; `sr_jax.weights.read_metadata`) names the classes; otherwise
+  architectures whose `ArchSpec.class_names` is "imagenet" get
+  `sr_jax.imagenet_classes()`, and others have no names.
+  """
+  spec = get_arch(arch)
+  if weights is not None:
+    listed = weights_lib.read_metadata(weights).get("classes")
+    if listed:
+      names = tuple(json.loads(listed))
+      if len(names) != spec.num_classes:
+        raise ValueError(
+            f"`weights` (={weights!r}) names {len(names)} classes in its "
+            f"metadata, but `arch` (={arch!r}) has {spec.num_classes}.")
+      return names
+  return imagenet_classes() if spec.class_names == "imagenet" else None
+
+
+def top_predictions(logits: jax.typing.ArrayLike, k: int = 5,
+                    names: Optional[Sequence[str]] = None
+                    ) -> list[tuple[int, str, float]]:
+  """The `k` most probable classes as (index, label, probability).
+
+  `label` is "282 tiger cat" with names, "282" without (`sr_jax.classes.label`).
+  """
+  prob = _softmax(np.reshape(logits, -1))
+  order = np.argsort(-prob, kind="stable")[:k]
+  return [(int(i), label(i, names), float(prob[i])) for i in order]
