@@ -3,15 +3,33 @@
 The curated public API; see README.md for a tour.
 """
 
+from sr_jax import attribution
+from sr_jax import io
+from sr_jax import lrp
+from sr_jax import metrics
 from sr_jax import models
+from sr_jax import saliency
+from sr_jax import viz
+from sr_jax import weights
 from sr_jax.classes import imagenet_classes
 from sr_jax.models import load_model, preprocess
+from sr_jax.sr import SRResult, sr_map, sr_map_batch
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SRResult",
+    "attribution",
     "imagenet_classes",
+    "io",
     "load_model",
+    "lrp",
+    "metrics",
     "models",
     "preprocess",
+    "saliency",
+    "sr_map",
+    "sr_map_batch",
+    "viz",
+    "weights",
 ]
