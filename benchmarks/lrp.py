@@ -1,0 +1,248 @@
+"""LRP speed: our jitted relevance beside Captum's LRP and our plain gradient.
+
+    python benchmarks/lrp.py                 # VGG-16 and AlexNet, batch 1 and 8
+    python benchmarks/lrp.py --reps 10       # quieter figures
+    python benchmarks/lrp.py --archs alexnet --batches 1 --methods lrp,grad
+
+Each (method, composite, architecture, batch) runs in a fresh subprocess, so
+its peak memory (VmHWM) is its own. All methods see the same random weights
+(He-scaled, as in benchmarks/models.py), the same 224x224 input, the same
+target (the argmax) and the same thread count. Methods:
+  * `grad`: our jitted input gradient of the target logit (one forward, one
+    backward): the yardstick; LRP should cost at most 1.5x this.
+  * `lrp`: `sr_jax.lrp.relevance` (jitted) with the composite.
+  * `captum`: `captum.attr.LRP` with the nearest Captum rules: for
+    `epsilon_plus_flat` the first conv gets EpsilonRule (Captum has no flat
+    rule), the others Alpha1_Beta0_Rule; for `epsilon_gamma_box` the first
+    conv gets EpsilonRule (no z^B rule), the others GammaRule(0.25); dense
+    layers EpsilonRule(1e-6). The first layer is a small share of the work.
+The table gives the median ms per image over `--reps` timed calls after
+`--warmup` calls, the first call (compilation included), the ratios
+lrp/grad and captum/lrp, and peak memory. On a shared machine the separate
+processes see different loads, so each `lrp` worker also alternates its call
+with the plain gradient in the same process, after recording its peak
+memory, and reports the median ratio ("same-proc"); each `captum` worker does
+the same with our LRP ("same-proc" captum/ours). JSON:
+benchmarks/results/lrp.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+# Shared with the forward-pass benchmark: weights, timing, peak memory.
+# pylint: disable-next=wrong-import-position
+from models import _flax_weights, _time, _torch_state_dict, _vmhwm_mib
+
+COMPOSITES = ("epsilon_plus_flat", "epsilon_gamma_box")
+
+
+def _captum_rules(composite: str):
+  """Per-layer Captum rules closest to `composite` (see the module doc)."""
+  from captum.attr._utils import lrp_rules  # pylint: disable=import-outside-toplevel
+  if composite == "epsilon_plus_flat":
+    conv = lambda: lrp_rules.Alpha1_Beta0_Rule(set_bias_to_zero=True)
+  else:
+    conv = lambda: lrp_rules.GammaRule(0.25)
+  return (lambda: lrp_rules.EpsilonRule(1e-6), conv,
+          lambda: lrp_rules.EpsilonRule(1e-6))
+
+
+def _torch_call(cfg, flat, x, target):
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  from captum.attr import LRP  # pylint: disable=import-outside-toplevel
+  from tests.reference import torch_models  # pylint: disable=import-outside-toplevel
+  torch.set_num_threads(cfg["threads"])
+  model = torch_models.build(cfg["arch"])
+  model.load_state_dict(_torch_state_dict(flat))
+  first, conv, dense = _captum_rules(cfg["composite"])
+  convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+  xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+  tt = torch.tensor(target.tolist())
+
+  def call():
+    for m in model.modules():  # Captum removes the rules after each call
+      if isinstance(m, torch.nn.Conv2d):
+        m.rule = first() if m is convs[0] else conv()
+      elif isinstance(m, torch.nn.Linear):
+        m.rule = dense()
+    return LRP(model).attribute(xt.clone().requires_grad_(), target=tt)
+  return call
+
+
+def _jax_call(cfg, flat, x, target):
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import sr_jax  # pylint: disable=import-outside-toplevel
+  from sr_jax import lrp, weights  # pylint: disable=import-outside-toplevel
+  variables = jax.tree.map(jnp.asarray, weights.unflatten(flat))
+  model = sr_jax.models.get_arch(cfg["arch"]).module()
+  xj, tj = jnp.asarray(x), jnp.asarray(target, jnp.int32)
+  def target_logit(x, variables, t):  # weights as arguments, as in lrp
+    logits = model.apply(variables, x)
+    return jnp.sum(jnp.take_along_axis(logits, t[:, None], axis=1))
+  grad = jax.jit(jax.grad(target_logit))
+  grad_call = lambda: grad(xj, variables, tj).block_until_ready()
+  if cfg["method"] == "grad":
+    return grad_call
+  composite = lrp.get_composite(cfg["composite"])
+  call = lambda: lrp.relevance(model, variables, xj, target=tj,
+                               composite=composite).block_until_ready()
+  call.grad_call = grad_call
+  return call
+
+
+def _interleaved_ratio(call, other, reps: int) -> float:
+  """Median of time(call) / time(other) over alternating calls."""
+  other()  # compile
+  ratios = []
+  for _ in range(max(reps, 1)):
+    t = time.perf_counter()
+    call()
+    a = time.perf_counter() - t
+    t = time.perf_counter()
+    other()
+    ratios.append(a / (time.perf_counter() - t))
+  return statistics.median(ratios)
+
+
+def worker(cfg: dict) -> dict:
+  """Measures one configuration; runs in its own process."""
+  os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cfg["threads"]])
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  if cfg["method"] != "captum":
+    import sr_jax  # pylint: disable=import-outside-toplevel,unused-import
+  flat = _flax_weights(cfg["arch"])
+  x = np.random.default_rng(1).standard_normal(
+      (cfg["batch"], 224, 224, 3)).astype(np.float32)
+  target = np.zeros(cfg["batch"], np.int64) + 1  # fixed: class 1
+  make = _torch_call if cfg["method"] == "captum" else _jax_call
+  call = make(cfg, flat, x, target)
+  del flat
+  t = time.perf_counter()
+  call()
+  first = time.perf_counter() - t
+  wall, cpu, _ = _time(call, cfg["reps"], cfg["warmup"])
+  b = cfg["batch"]
+  result = {"ms_per_image": 1e3 * statistics.median(wall) / b,
+            "ms_per_image_min": 1e3 * min(wall) / b,
+            "cpu_ms_per_image": 1e3 * statistics.median(cpu) / b,
+            "first_call_s": first, "times_s": wall,
+            "peak_rss_mib": _vmhwm_mib()}
+  # After the peak: ratios robust to load, by alternating calls in-process.
+  if hasattr(call, "grad_call"):
+    result["interleaved_ratio_vs_grad"] = _interleaved_ratio(
+        call, call.grad_call, cfg["reps"])
+  if cfg["method"] == "captum":
+    flat = _flax_weights(cfg["arch"])
+    ours = _jax_call(dict(cfg, method="lrp"), flat, x, target)
+    del flat
+    result["interleaved_captum_over_lrp"] = _interleaved_ratio(
+        call, ours, cfg["reps"])
+  return result
+
+
+def run_worker(cfg: dict, timeout: float) -> dict:
+  """Runs `worker(cfg)` in a fresh interpreter."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
+    cmd = [sys.executable, __file__, "--worker", json.dumps(cfg),
+           "--worker_out", out.name]
+    try:
+      done = subprocess.run(cmd, env=env, timeout=timeout, check=False,
+                            capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+      return {"error": f"timeout after {timeout} s"}
+    if done.returncode != 0:
+      return {"error": done.stderr.strip().splitlines()[-1:]}
+    return json.loads(out.read())
+
+
+def _configs(args) -> list[dict]:
+  configs = []
+  for arch in args.archs.split(","):
+    for batch in (int(b) for b in args.batches.split(",")):
+      base = dict(arch=arch, batch=batch, reps=args.reps,
+                  warmup=args.warmup, threads=args.threads)
+      for method in args.methods.split(","):
+        for composite in ((None,) if method == "grad" else COMPOSITES):
+          configs.append(dict(base, method=method, composite=composite))
+  return configs
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--archs", default="vgg16,alexnet")
+  parser.add_argument("--batches", default="1,8")
+  parser.add_argument("--methods", default="grad,lrp,captum")
+  parser.add_argument("--reps", type=int, default=3)
+  parser.add_argument("--warmup", type=int, default=1)
+  parser.add_argument("--threads", type=int,
+                      default=len(os.sched_getaffinity(0)))
+  parser.add_argument("--timeout", type=float, default=3600.0)
+  parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
+                                           "lrp.json"))
+  parser.add_argument("--worker", help=argparse.SUPPRESS)
+  parser.add_argument("--worker_out", help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.worker:
+    pathlib.Path(args.worker_out).write_text(
+        json.dumps(worker(json.loads(args.worker))))
+    return
+  print(f"threads={args.threads} reps={args.reps} warmup={args.warmup} "
+        f"load={os.getloadavg()[0]:.2f}")
+  print(f"{'arch':8s} {'b':>2s} {'method':7s} {'composite':18s} "
+        f"{'ms/img':>9s} {'min':>9s} {'/grad':>6s} {'same-proc':>9s} "
+        f"{'captum/':>7s} "
+        f"{'peak MiB':>9s} {'1st s':>7s}", flush=True)
+  rows, ms = [], {}
+  for cfg in _configs(args):
+    row = dict(cfg, **run_worker(cfg, args.timeout))
+    key = (cfg["arch"], cfg["batch"])
+    if "error" in row:
+      print(f"{cfg['arch']:8s} {cfg['batch']:2d} {cfg['method']:7s} "
+            f"{cfg['composite'] or '-':18s} ERROR {row['error']}", flush=True)
+      rows.append(row)
+      continue
+    ms[key + (cfg["method"], cfg["composite"])] = row["ms_per_image"]
+    grad = ms.get(key + ("grad", None))
+    if cfg["method"] != "grad" and grad:
+      row["ratio_vs_grad"] = row["ms_per_image"] / grad
+    ours = ms.get(key + ("lrp", cfg["composite"]))
+    if cfg["method"] == "captum" and ours:
+      row["captum_over_lrp"] = row["ms_per_image"] / ours
+    same = row.get("interleaved_captum_over_lrp", float("nan"))
+    print(f"{cfg['arch']:8s} {cfg['batch']:2d} {cfg['method']:7s} "
+          f"{cfg['composite'] or '-':18s} {row['ms_per_image']:9.1f} "
+          f"{row['ms_per_image_min']:9.1f} "
+          f"{row.get('ratio_vs_grad', float('nan')):6.2f} "
+          f"{row.get('interleaved_ratio_vs_grad', same):9.2f} "
+          f"{row.get('captum_over_lrp', float('nan')):7.2f} "
+          f"{row['peak_rss_mib']:9.0f} {row['first_call_s']:7.1f}",
+          flush=True)
+    rows.append(row)
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  payload = {"argv": sys.argv[1:], "threads": args.threads,
+             "loadavg_end": os.getloadavg(),
+             "time": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}
+  tmp = out.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(payload, indent=1))
+  os.replace(tmp, out)
+  print(f"Wrote {out}.")
+
+
+if __name__ == "__main__":
+  main()
