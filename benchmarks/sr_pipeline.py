@@ -38,11 +38,17 @@ flags.DEFINE_string("model", "vgg16", "Architecture.")
 flags.DEFINE_integer("batch_size", 8, "Batch size of the batch-runner timing.")
 flags.DEFINE_integer("batch_images", 16,
                      "Images in the batch-runner timing (0 skips it).")
+flags.DEFINE_string("saliency_options", "{}",
+                    "JSON object of context-aware saliency options.")
 flags.DEFINE_string("json", str(Path(__file__).parent / "results" /
                                 "sr_pipeline.json"), "Where the JSON goes.")
 
 STAGES = ("preprocess", "lrp", "saliency_relevance", "saliency_image",
           "pictures")
+
+
+def _options() -> dict:
+  return batch.parse_options(FLAGS.saliency_options)
 
 
 def single_image(model, variables, image) -> dict[str, float]:
@@ -52,7 +58,7 @@ def single_image(model, variables, image) -> dict[str, float]:
   crop = sr.prepare(image, arch=FLAGS.model)
   timings["prepare"] = time.perf_counter() - start
   [result] = sr.explain_crops(model, variables, crop[None], arch=FLAGS.model,
-                              timings=timings)
+                              saliency_options=_options(), timings=timings)
   t = time.perf_counter()
   viz.panel(result, class_names=sr_jax.imagenet_classes())
   timings["panel"] = time.perf_counter() - t
@@ -74,9 +80,10 @@ def batch_run(model, variables, images: list[np.ndarray]) -> dict[str, float]:
       Image.fromarray(image).save(folder / f"{i:03d}.png")
     def explain(crops, timings):
       return sr.explain_crops(model, variables, crops, arch=FLAGS.model,
-                              timings=timings)
+                              saliency_options=_options(), timings=timings)
     args = dict(model=FLAGS.model, batch_size=FLAGS.batch_size,
-                explain_fn=explain, stream=pyio.StringIO())
+                saliency_options=_options(), explain_fn=explain,
+                stream=pyio.StringIO())
     batch.run(str(folder / "000.png"), str(Path(tmp) / "warm"), **args)
     start = time.perf_counter()
     summary = batch.run(str(folder), str(Path(tmp) / "out"), **args)
@@ -103,9 +110,11 @@ def main(argv) -> None:
   for k, v in per_stage.items():
     print(f"{k:<20} {v:8.3f}")
   report = {"model": FLAGS.model, "input": "224x224", "reps": FLAGS.reps,
+            "saliency_options": _options(),
             "seconds_per_image": per_stage, "first_call_s": compile_s,
             "runs": runs, "machine": {
                 "platform": platform.platform(), "cpus": os.cpu_count(),
+                "load_average": os.getloadavg(),
                 "jax": jax.__version__,
                 "devices": [str(d) for d in jax.devices()]}}
   if FLAGS.batch_images:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import http.client
 import json
 import os
 import pathlib
@@ -442,7 +443,7 @@ def fetch(arch: str, cache_dir: Optional[PathLike] = None, *,
           urllib.request.urlopen(url, timeout=timeout) as response:
         for block in iter(lambda: response.read(1 << 20), b""):
           out.write(block)
-    except (urllib.error.URLError, OSError) as err:
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
       raise ConnectionError(f"Could not download {url} ({err}). " + how) \
           from None
     match = re.search(r"-([0-9a-f]{6,64})\.", name)

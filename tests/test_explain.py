@@ -15,7 +15,6 @@ from sr_jax import sr
 from sr_jax import weights as weights_lib
 from sr_jax.classes import label
 from sr_jax.data import synthetic
-from sr_jax.models import small  # pylint: disable=unused-import  # demo_vgg
 from tests.test_sr import assert_maps_close
 
 REPO = Path(__file__).resolve().parents[1]

@@ -212,9 +212,6 @@ def test_sr_map_vgg16_random_weights(rng):
   for m in (out.relevance_image, out.sr, out.image_saliency):
     assert m.min() >= 0.0 and m.max() <= 1.0 and m.max() > 0.0
   assert 0.0 < out.probability < 1.0
-  again = sr.sr_map(model, variables, image, arch="vgg16")
-  for key, value in out.arrays().items():
-    np.testing.assert_array_equal(again.arrays()[key], value, err_msg=key)
   [many] = sr.sr_map_batch(model, variables, [image], arch="vgg16")
   assert many.target == out.target
   assert_maps_close(many.arrays(), out.arrays())

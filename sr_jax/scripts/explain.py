@@ -46,7 +46,6 @@ def run(argv) -> int:
   from sr_jax import batch, io, sr  # pylint: disable=import-outside-toplevel
   from sr_jax.classes import label  # pylint: disable=import-outside-toplevel
   from sr_jax.data import synthetic  # pylint: disable=import-outside-toplevel
-  from sr_jax.models import small  # pylint: disable=import-outside-toplevel,unused-import  # Registers demo_vgg.
   model, true_label = FLAGS.model, None
   try:
     if FLAGS.sample or FLAGS.image == "sample":
