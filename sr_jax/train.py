@@ -29,7 +29,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import pathlib
@@ -326,15 +325,6 @@ def _train(config: TrainConfig, log: Callable[[str], None]) -> TrainResult:
   return TrainResult(config, model, variables, test, accuracy, loss, seconds)
 
 
-def sha256(path: PathLike) -> str:
-  """The hex sha256 of a file."""
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def update_manifest(path: PathLike) -> str:
   """Records `path`'s sha256 in the `MANIFEST` beside it.
 
@@ -345,7 +335,7 @@ def update_manifest(path: PathLike) -> str:
     The sha256.
   """
   path = pathlib.Path(path)
-  digest, manifest = sha256(path), path.parent / "MANIFEST"
+  digest, manifest = weights_lib.sha256(path), path.parent / "MANIFEST"
   lines = manifest.read_text().splitlines() if manifest.exists() else []
   lines = [ln for ln in lines if ln.split("  ", 1)[-1] != path.name]
   lines.append(f"{digest}  {path.name}")
