@@ -299,7 +299,7 @@ def run(
     input: a folder (its image files, not subfolders) or a glob pattern.
     out: the output folder (created if missing).
     model: architecture name (`sr_jax.models.ARCHS`).
-    weights: a safetensors weight file; None for random weights.
+    weights: a safetensors weight file; None: `resolve_weights`.
     batch_size: images per batch and device.
     num_devices: devices to shard each batch over; a batch holds
       `batch_size * num_devices` images.
