@@ -37,7 +37,7 @@ def _nearest_centroid(x, y, x_test, k):
   return ((x_test[:, None] - centroids[None]) ** 2).sum(-1).argmin(1)
 
 
-def _logistic_regression(x, y, x_test, k, steps=1000, lr=0.5, l2=1e-3):
+def _logistic_regression(x, y, x_test, k, steps=500, lr=0.5, l2=1e-3):
   """Multinomial logistic regression by full-batch gradient descent."""
   mu, sd = x.mean(0), x.std(0) + 1e-8
   x, x_test = (x - mu) / sd, (x_test - mu) / sd
@@ -83,6 +83,27 @@ def test_deterministic_and_independent_of_batching():
     assert label == labels[i - 10]
   shifted = synthetic.make_batch(7, 12, 2)
   np.testing.assert_array_equal(shifted[0], images[2:4])
+
+
+@pytest.mark.parametrize("size", [32, 64, 100])
+def test_windowed_rendering_equals_rendering_the_whole_image(size):
+  """Each part is drawn only in a window around it; nothing may be cut."""
+  draws = synthetic._stack([synthetic._draw(9, i, size) for i in range(24)])
+  fast = synthetic._render(draws, size)
+  full = synthetic._render(draws, size, windowed=False)
+  np.testing.assert_array_equal(fast[0], full[0])
+  np.testing.assert_array_equal(fast[1], full[1])
+
+
+def test_part_hues_give_the_class_and_are_each_uniform():
+  _, labels, _ = synthetic.make_batch(6, 0, 50)
+  petal, centre = synthetic.part_hues(6, 0, 50)
+  np.testing.assert_array_equal((centre - petal - 1) % synthetic.NUM_HUES,
+                                labels)
+  petal, centre = synthetic.part_hues(6, 0, 4000)
+  for hues in (petal, centre):
+    counts = np.bincount(hues, minlength=synthetic.NUM_HUES)
+    assert np.abs(counts / 4000 - 1 / synthetic.NUM_HUES).max() < 0.02
 
 
 def test_seeds_and_indices_differ():

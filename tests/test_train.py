@@ -9,19 +9,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import sr_jax.models.small  # noqa: F401  (registers demo_vgg)
 from sr_jax import train, weights
 from sr_jax.data import synthetic
 from sr_jax.models import get_arch, load_model, preprocess
 
 BUNDLED = pathlib.Path(__file__).resolve().parent.parent / "weights"
-# A seed of its own for the smoke run's test images.
-# About 1.5 minutes on a quiet 2-core CPU. The task only starts to be learnt
-# after ~200 steps (the full run reaches 42% at step 300 and 94% at 600), so
-# this smoke run is judged by a significance test, not by a fixed multiple of
-# chance.
-SMOKE = train.TrainConfig(steps=300, batch_size=64, learning_rate=2e-3,
-                          eval_seed=21, eval_count=400, log_every=50)
+# The smoke run trains the test-only `demo_vgg_tiny` (the same design at toy
+# width) on 32x32 images: 600 steps of 32, about 35 s on 2 CPU cores, where
+# it reaches 58% (chance: 12.5%). Its test images have a seed of their own.
+SMOKE = train.TrainConfig(arch="demo_vgg_tiny", steps=600, batch_size=32,
+                          learning_rate=3e-3, eval_seed=21, eval_count=400,
+                          log_every=100)
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +54,7 @@ def test_training_normalisation_is_the_inference_preprocessing():
 def test_smoke_run_learns_well_above_chance(smoke_run):
   result, lines = smoke_run
   chance = 1.0 / len(synthetic.CLASS_NAMES)
-  # One-sided binomial test at p < 0.01 (normal approximation): accuracy
-  # above chance by 2.33 standard errors of a guessing classifier.
-  se = np.sqrt(chance * (1 - chance) / SMOKE.eval_count)
-  assert result.accuracy > chance + 2.33 * se, (result.accuracy, chance)
+  assert result.accuracy >= 3 * chance, (result.accuracy, chance)
   progress = [ln for ln in lines if ln.startswith("step ")]
   assert len(progress) == SMOKE.steps // SMOKE.log_every
   assert all("loss" in ln and "img/s" in ln and "ETA" in ln for ln in progress)
@@ -67,17 +62,19 @@ def test_smoke_run_learns_well_above_chance(smoke_run):
 
 def test_evaluate_matches_a_per_image_reference(smoke_run):
   result, _ = smoke_run
-  images, labels, _ = synthetic.make_batch(SMOKE.eval_seed, 0, 40)
+  images, labels, _ = synthetic.make_batch(SMOKE.eval_seed, 0, 40,
+                                          size=SMOKE.size)
   predicted = [int(np.argmax(result.model.apply(
-      result.variables, preprocess(im, "demo_vgg")))) for im in images]
+      result.variables, preprocess(im, SMOKE.arch)))) for im in images]
   expected = np.mean(np.array(predicted) == labels)
-  got = train.evaluate(result.model, result.variables,
+  got = train.evaluate(result.model, result.variables, arch=SMOKE.arch,
                        seed=SMOKE.eval_seed, count=40, batch_size=16)
   assert got == pytest.approx(expected, abs=1e-12)
 
 
 def test_training_is_reproducible():
-  config = train.TrainConfig(steps=3, batch_size=8, eval_count=8, log_every=3)
+  config = train.TrainConfig(arch="demo_vgg_tiny", steps=3, batch_size=8,
+                             eval_count=8, log_every=3)
   a = train.train(config, log=lambda _: None)
   b = train.train(config, log=lambda _: None)
   jax.tree.map(np.testing.assert_array_equal, a.variables, b.variables)
@@ -94,13 +91,14 @@ def test_save_weights_writes_provenance_and_manifest(smoke_run, tmp_path):
       "abc  other.safetensors", f"{digest}  demo.safetensors"]
   meta = weights.read_metadata(path)
   assert json.loads(meta["classes"]) == list(synthetic.CLASS_NAMES)
-  assert meta["arch"] == "demo_vgg" and meta["command"] == "python -m x --steps=1"
+  assert meta["arch"] == SMOKE.arch
+  assert meta["command"] == "python -m x --steps=1"
   assert int(meta["train_seed"]) == SMOKE.train_seed
   assert int(meta["eval_seed"]) == SMOKE.eval_seed
   assert float(meta["accuracy"]) == pytest.approx(result.accuracy, abs=1e-4)
-  assert int(meta["steps"]) == SMOKE.steps and meta["image_size"] == "64"
+  assert int(meta["steps"]) == SMOKE.steps and meta["image_size"] == "32"
   model, variables = weights.load(path)
-  x = preprocess(synthetic.sample(0, 0)[0], "demo_vgg")
+  x = preprocess(synthetic.sample(0, 0, size=32)[0], SMOKE.arch)
   np.testing.assert_array_equal(model.apply(variables, x),
                                 result.model.apply(result.variables, x))
 

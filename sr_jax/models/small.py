@@ -40,3 +40,11 @@ DemoVGG = demo_vgg
 register(ArchSpec("demo_vgg", demo_vgg, len(synthetic.CLASS_NAMES),
                   DEMO_PREPROCESSING, input_size=INPUT_SIZE,
                   class_names="metadata"))
+
+# Used for testing only: the same design at toy width, on 32x32 images.
+demo_vgg_tiny = functools.partial(VGG, cfg=(8, "M", 16, "M", 32, "M", 32, "M",
+                                            32, "M"),
+                                  num_classes=len(synthetic.CLASS_NAMES),
+                                  hidden=64, pool_size=(1, 1))
+register(ArchSpec("demo_vgg_tiny", demo_vgg_tiny, len(synthetic.CLASS_NAMES),
+                  DEMO_PREPROCESSING, input_size=32, class_names="metadata"))
