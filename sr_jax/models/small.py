@@ -4,8 +4,9 @@ The same layer types as VGG (3x3 convs with ReLU, 2x2 max-pooling, an
 adaptive average pool and dense layers), with the same torchvision-style
 module names (`features_i`, `avgpool`, `classifier_i`), so every LRP rule and
 composite, `sr_jax.weights.save` and `load` apply unchanged. It is `VGG` at a
-small width: four conv blocks of 16 to 64 channels, a global average pool and
-a 128-unit classifier; about 130k parameters, a 0.5 MB weight file.
+small width: four conv blocks of 16 to 64 channels (six convs), a global
+average pool and a 128-unit classifier; 160k parameters, a 0.64 MB weight
+file. `demo_vgg_tiny` (32x32 input, 31k parameters) is for fast tests only.
 
 Its input is a 64x64 image of `sr_jax.data.synthetic`, scaled to [0, 1] and
 normalised with the training images' per-channel mean and std. It is trained
