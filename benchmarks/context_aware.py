@@ -39,15 +39,8 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+from _common import vmhwm_mib  # benchmarks/ is on sys.path
 RESULTS = ROOT / "benchmarks" / "results" / "context_aware.json"
-
-
-def _vmhwm_mib() -> float:
-  with open("/proc/self/status", encoding="ascii") as f:
-    for line in f:
-      if line.startswith("VmHWM:"):
-        return int(line.split()[1]) / 1024.0
-  return float("nan")
 
 
 def _images(n: int):
@@ -84,7 +77,7 @@ def worker_kernel(size: int, reps: int, block_size: int) -> dict:
   median = statistics.median(times)
   return {"max_side": size, "block_size": block_size,
           "seconds_per_image": median, "seconds_min": min(times),
-          "compile_seconds": first - median, "peak_mib": _vmhwm_mib()}
+          "compile_seconds": first - median, "peak_mib": vmhwm_mib()}
 
 
 def worker_distance(size: int, reps: int, block_size: int) -> dict:
@@ -131,7 +124,7 @@ def worker_distance(size: int, reps: int, block_size: int) -> dict:
           "distance_seconds": total, "distance_gflop": flops / 1e9,
           "distance_gflops": flops / total / 1e9, "scales": per_scale,
           "matmul_gflops_jnp_block": jnp_rate, "matmul_gflops_numpy": np_rate,
-          "peak_mib": _vmhwm_mib()}
+          "peak_mib": vmhwm_mib()}
 
 
 def worker_batch(size: int, reps: int, block_size: int, n: int = 8) -> dict:
@@ -143,7 +136,7 @@ def worker_batch(size: int, reps: int, block_size: int, n: int = 8) -> dict:
   median = statistics.median(times)
   return {"max_side": size, "batch": n, "block_size": block_size,
           "seconds_per_batch": median, "images_per_second": n / median,
-          "compile_seconds": first - median, "peak_mib": _vmhwm_mib()}
+          "compile_seconds": first - median, "peak_mib": vmhwm_mib()}
 
 
 def worker_reference(size: int, reps: int, block_size: int) -> dict:
@@ -154,7 +147,7 @@ def worker_reference(size: int, reps: int, block_size: int) -> dict:
   start = time.perf_counter()
   context_aware_np.context_aware(image, max_side=size)
   return {"max_side": size, "seconds_per_image": time.perf_counter() - start,
-          "peak_mib": _vmhwm_mib()}
+          "peak_mib": vmhwm_mib()}
 
 
 WORKERS = {"kernel": worker_kernel, "distance": worker_distance,

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import sr_jax
-from sr_jax import attribution, metrics, saliency
+from sr_jax import attribution, metrics
 from sr_jax import sr as sr_lib
 from sr_jax.data import synthetic
 

@@ -33,9 +33,7 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -43,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 # Shared with the forward-pass benchmark: weights, timing, peak memory.
 # pylint: disable-next=wrong-import-position
-from models import _flax_weights, _time, _torch_state_dict, _vmhwm_mib
+from _common import run_json_worker, vmhwm_mib
+from models import _flax_weights, _time, _torch_state_dict
 
 COMPOSITES = ("epsilon_plus_flat", "epsilon_gamma_box")
 
@@ -140,7 +139,7 @@ def worker(cfg: dict) -> dict:
             "ms_per_image_min": 1e3 * min(wall) / b,
             "cpu_ms_per_image": 1e3 * statistics.median(cpu) / b,
             "first_call_s": first, "times_s": wall,
-            "peak_rss_mib": _vmhwm_mib()}
+            "peak_rss_mib": vmhwm_mib()}
   # After the peak: ratios robust to load, by alternating calls in-process.
   if hasattr(call, "grad_call"):
     result["interleaved_ratio_vs_grad"] = _interleaved_ratio(
@@ -156,18 +155,7 @@ def worker(cfg: dict) -> dict:
 
 def run_worker(cfg: dict, timeout: float) -> dict:
   """Runs `worker(cfg)` in a fresh interpreter."""
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
-  with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
-    cmd = [sys.executable, __file__, "--worker", json.dumps(cfg),
-           "--worker_out", out.name]
-    try:
-      done = subprocess.run(cmd, env=env, timeout=timeout, check=False,
-                            capture_output=True, text=True)
-    except subprocess.TimeoutExpired:
-      return {"error": f"timeout after {timeout} s"}
-    if done.returncode != 0:
-      return {"error": done.stderr.strip().splitlines()[-1:]}
-    return json.loads(out.read())
+  return run_json_worker(__file__, cfg, timeout)
 
 
 def _configs(args) -> list[dict]:

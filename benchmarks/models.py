@@ -23,12 +23,11 @@ import os
 import pathlib
 import resource
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+from _common import run_json_worker, vmhwm_mib  # benchmarks/ is on sys.path
 # glibc settings that keep freed memory for reuse (see
 # sr_jax/models/allocator.py, which applies them on import of sr_jax).
 MALLOC_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0",
@@ -50,14 +49,6 @@ VARIANTS = {
     "jax_onednn": {"xla_flags": "--xla_cpu_use_onednn=true"},
 }
 DEFAULT_VARIANTS = ("torch", "torch_tuned", "jax", "jax_glibc")
-
-
-def _vmhwm_mib() -> float:
-  with open("/proc/self/status", encoding="ascii") as f:
-    for line in f:
-      if line.startswith("VmHWM:"):
-        return int(line.split()[1]) / 1024.0
-  return float("nan")
 
 
 def page_touch_us(mib: int = 256, reps: int = 4) -> dict[str, float]:
@@ -188,24 +179,18 @@ def worker(cfg: dict) -> dict:
       ms_per_image_min=1e3 * min(times) / batch,
       cpu_ms_per_image=1e3 * statistics.median(cpu) / batch,
       page_faults_per_image=faults / batch,
-      times_s=times, cpu_s=cpu, peak_rss_mib=_vmhwm_mib(),
+      times_s=times, cpu_s=cpu, peak_rss_mib=vmhwm_mib(),
       logits0=[float(v) for v in logits[0]])
   return result
 
 
 def run_worker(cfg: dict, timeout: float) -> dict:
   """Runs `worker(cfg)` in a fresh interpreter with the variant's env."""
-  env = dict(os.environ, PYTHONPATH=str(ROOT), **cfg.get("env", {}))
+  env = dict(cfg.get("env", {}))
   if cfg.get("xla_flags"):
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + cfg["xla_flags"])
-  with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
-    cmd = [sys.executable, __file__, "--worker", json.dumps(cfg),
-           "--worker_out", out.name]
-    done = subprocess.run(cmd, env=env, timeout=timeout, check=False,
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-      return {"error": done.stderr.strip().splitlines()[-1:]}
-    return json.loads(out.read())
+    env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " +
+                        cfg["xla_flags"])
+  return run_json_worker(__file__, cfg, timeout, env)
 
 
 def main(argv=None) -> None:

@@ -1,0 +1,43 @@
+"""Helpers shared by the benchmark scripts: peak memory and fresh workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+from typing import Optional
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def vmhwm_mib() -> float:
+  """This process's peak resident memory (VmHWM) in MiB; NaN if unknown."""
+  with open("/proc/self/status", encoding="ascii") as f:
+    for line in f:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) / 1024.0
+  return float("nan")
+
+
+def run_json_worker(script: str, cfg: dict, timeout: float,
+                    env: Optional[dict] = None) -> dict:
+  """Runs `script --worker CFG --worker_out FILE` in a fresh interpreter.
+
+  Returns the JSON the worker wrote, or `{"error": ...}` with the last line
+  of its stderr (or the timeout).
+  """
+  env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+  with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
+    cmd = [sys.executable, script, "--worker", json.dumps(cfg),
+           "--worker_out", out.name]
+    try:
+      done = subprocess.run(cmd, env=env, timeout=timeout, check=False,
+                            capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+      return {"error": f"timeout after {timeout} s"}
+    if done.returncode != 0:
+      return {"error": done.stderr.strip().splitlines()[-1:]}
+    return json.loads(out.read())
