@@ -215,3 +215,8 @@ def test_sr_map_vgg16_random_weights(rng):
   [many] = sr.sr_map_batch(model, variables, [image], arch="vgg16")
   assert many.target == out.target
   assert_maps_close(many.arrays(), out.arrays())
+
+
+def test_script_flag_modes_match_the_library():
+  from sr_jax.scripts import _flags  # pylint: disable=import-outside-toplevel
+  assert _flags.RELEVANCE_IMAGES == sr.RELEVANCE_IMAGES

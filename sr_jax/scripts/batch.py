@@ -14,6 +14,8 @@ import sys
 
 from absl import app, flags
 
+from sr_jax.scripts import _flags
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Folder of images, or a glob pattern.")
 flags.DEFINE_string("out", None, "Output folder.")
@@ -26,12 +28,8 @@ flags.DEFINE_integer("batch_size", 8, "Images per batch and device.",
 flags.DEFINE_integer("num_devices", 1,
                      "Devices to shard each batch over (jax.devices()).",
                      lower_bound=1)
-flags.DEFINE_string("composite", "sr_paper", "LRP composite.")
-flags.DEFINE_enum("relevance_image", "abs_rgb", ["abs_rgb", "sum_abs", "positive"],
-                  "How relevance becomes the SR step's image.")
-flags.DEFINE_string("saliency_options", "{}",
-                    "JSON object of context-aware saliency options, e.g. "
-                    "'{\"max_side\": null, \"k\": 32}'.")
+_flags.define_explanation_flags()
+flags.adopt_module_key_flags(_flags)
 flags.DEFINE_bool("retry_failed", False,
                   "Retry images an earlier run recorded as failed.")
 flags.mark_flags_as_required(["input", "out"])

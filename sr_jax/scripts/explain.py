@@ -17,6 +17,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from sr_jax.scripts import _flags
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("image", None, "Image file to explain, or `sample`.")
 flags.DEFINE_bool("sample", False,
@@ -28,12 +30,8 @@ flags.DEFINE_string("weights", None,
                     "safetensors weight file; default: the model's bundled "
                     "weights, else random weights.")
 flags.DEFINE_integer("target", None, "Class to explain; default: top class.")
-flags.DEFINE_string("composite", "sr_paper", "LRP composite.")
-flags.DEFINE_enum("relevance_image", "abs_rgb", ["abs_rgb", "sum_abs", "positive"],
-                  "How relevance becomes the SR step's image.")
-flags.DEFINE_string("saliency_options", "{}",
-                    "JSON object of context-aware saliency options, e.g. "
-                    "'{\"max_side\": null, \"k\": 32}'.")
+_flags.define_explanation_flags()
+flags.adopt_module_key_flags(_flags)
 flags.DEFINE_string("out", "out", "Output folder.")
 
 
