@@ -3,6 +3,12 @@
 The curated public API; see README.md for a tour.
 """
 
+# Before anything creates a JAX array: XLA flags only act before JAX starts.
+from sr_jax import runtime as _runtime
+
+_runtime.tune_from_env()
+
+# pylint: disable=wrong-import-position
 from sr_jax import attribution
 from sr_jax import io
 from sr_jax import lrp
@@ -12,6 +18,7 @@ from sr_jax import saliency
 from sr_jax import viz
 from sr_jax import weights
 from sr_jax.classes import imagenet_classes
+from sr_jax import runtime
 from sr_jax.models import load_model, preprocess
 from sr_jax.sr import SRResult, sr_map, sr_map_batch
 
@@ -27,6 +34,7 @@ __all__ = [
     "metrics",
     "models",
     "preprocess",
+    "runtime",
     "saliency",
     "sr_map",
     "sr_map_batch",

@@ -179,7 +179,34 @@ def test_batch_equals_single_images_and_no_recompile(rng):
   np.testing.assert_array_equal(again, singles[0])
   batch = np.asarray(context_aware_batch(images, **SMALL))
   assert batch.shape == (3, 36, 48)
-  np.testing.assert_allclose(batch, np.stack(singles), atol=1e-5, rtol=0)
+  # The same per-image program (lax.map, not vmap): equal up to rounding.
+  np.testing.assert_allclose(batch, np.stack(singles), atol=1e-6, rtol=0)
+
+
+@pytest.mark.skipif(len(jax.devices()) < 2, reason="needs 2 devices")
+def test_split_over_devices_does_not_change_the_map(rng):
+  images = np.stack([smooth_image(rng, 36, 48, 3, uint8=True)
+                     for _ in range(3)])
+  one = [np.asarray(context_aware(im, **SMALL, num_devices=1))
+         for im in images]
+  two = [np.asarray(context_aware(im, **SMALL, num_devices=2))
+         for im in images]
+  # Other block shapes round |q|^2 + |c|^2 - 2 q.c differently in float32
+  # (measured: up to 3.5e-6); the kernel's own error against the float64
+  # reference is up to ~7e-6, so 2e-5 still catches a wrong split.
+  np.testing.assert_allclose(np.stack(two), np.stack(one), atol=2e-5, rtol=0)
+  # 2 images on 2 devices: split by image (each image's program is the
+  # one-device program: equal up to 1e-6); 3 images: split by query patch.
+  for n, atol in ((2, 1e-6), (3, 2e-5)):
+    got = np.asarray(context_aware_batch(images[:n], **SMALL, num_devices=2))
+    np.testing.assert_allclose(got, np.stack(one[:n]), atol=atol, rtol=0)
+  assert context_aware(images[0], **SMALL).devices() == {jax.devices()[0]}
+
+
+def test_num_devices_beyond_what_jax_sees():
+  with pytest.raises(ValueError, match=r"`num_devices` \(=99\) must be <= "
+                     r"the number of devices JAX sees \(\d+, cpu\)"):
+    context_aware(np.zeros((36, 48), np.float32), **SMALL, num_devices=99)
 
 
 def test_works_inside_a_callers_jit(rng):
@@ -250,6 +277,7 @@ def test_k_larger_than_candidates_is_a_clear_error():
     (dict(half_sizes=(3, 2)), r"`half_sizes` \(=\(3, 2\)\) must hold one int"),
     (dict(k=0), r"`k` \(=0\) must be an int >= 1"),
     (dict(block_size=0), r"`block_size` \(=0\) must be an int >= 1"),
+    (dict(num_devices=0), r"`num_devices` \(=0\) must be None or an int"),
     (dict(max_side=0), r"`max_side` \(=0\) must be an int >= 1 or None"),
     (dict(pyramid=(1.0, 2.0)), r"`pyramid` \(=\(1.0, 2.0\)\) must be"),
     (dict(focus_threshold=1.5), r"`focus_threshold` \(=1.5\) must be in"),

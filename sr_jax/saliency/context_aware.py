@@ -38,6 +38,15 @@ Everything after input validation is one jitted function per input shape,
 dtype and options, distances and distance transform included; memory is
 bounded by `block_size` (see `sr_jax.saliency.knn`).
 
+Several devices (`num_devices`, default all that JAX sees): within that one
+function, the query patches of each scale are split evenly over the devices
+(`jax.shard_map`; every device holds all candidates), and a batch whose size
+is a multiple of the device count is split by image instead. On CPU this is
+what lets both cores work: XLA runs `TopK`, gathers and the bisection on one
+thread per device (see `sr_jax.runtime`, which gives JAX one CPU device per
+core when sr_jax is imported first). The split changes the map only by
+float32 rounding (other block shapes: a few 1e-6).
+
 References:
   S. Goferman, L. Zelnik-Manor, A. Tal. Context-Aware Saliency Detection.
   IEEE TPAMI 34(10), 2012.
@@ -51,6 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sr_jax.saliency import resize as rs
 from sr_jax.saliency.color import rgb_to_lab
@@ -59,6 +69,8 @@ from sr_jax.saliency.knn import mean_knn_distance
 from sr_jax.saliency.options import Options, Plan, make_plan
 
 __all__ = ["context_aware", "context_aware_batch"]
+
+_AXIS = "devices"
 
 
 def _features(image: jax.Array) -> jax.Array:
@@ -87,7 +99,22 @@ def _grid(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
   return np.stack([yy.ravel(), xx.ravel()], axis=1).astype(np.float32)
 
 
-def _scale_map(features: jax.Array, plan: Plan, index: int) -> jax.Array:
+def _split_queries(fn, mesh: Mesh, queries, query_pos, candidates,
+                   candidate_pos) -> jax.Array:
+  """`fn(queries, query_pos, candidates, candidate_pos)`, rows over `mesh`."""
+  rows, pad = queries.shape[0], (-queries.shape[0]) % mesh.size
+  queries = jnp.pad(queries, ((0, pad), (0, 0)))
+  query_pos = np.pad(query_pos, ((0, pad), (0, 0)))
+  rows_spec, whole = PartitionSpec(_AXIS), PartitionSpec()
+  out = jax.shard_map(fn, mesh=mesh, in_specs=(rows_spec, rows_spec, whole,
+                                               whole),
+                      out_specs=rows_spec, check_vma=False)(
+                          queries, query_pos, candidates, candidate_pos)
+  return out[:rows]
+
+
+def _scale_map(features: jax.Array, plan: Plan, index: int,
+               mesh: Mesh | None) -> jax.Array:
   """Steps 3-5 for one scale: the single-scale map S_r at the scale's size."""
   opts, scale = plan.options, plan.scales[index]
   h, (height, width) = scale.half_size, scale.shape
@@ -114,10 +141,11 @@ def _scale_map(features: jax.Array, plan: Plan, index: int) -> jax.Array:
   else:
     queries = _patches(query_image, h, 1)
     q_rows, q_cols = np.arange(h, height - h), np.arange(h, width - h)
-  mean_d = mean_knn_distance(
-      queries, _grid(q_rows, q_cols) / side, jnp.concatenate(candidates),
-      np.concatenate(positions), k=opts.k, c=opts.c,
-      block_size=opts.block_size)
+  knn = functools.partial(mean_knn_distance, k=opts.k, c=opts.c,
+                          block_size=opts.block_size)
+  args = (queries, _grid(q_rows, q_cols) / side, jnp.concatenate(candidates),
+          np.concatenate(positions))
+  mean_d = knn(*args) if mesh is None else _split_queries(knn, mesh, *args)
   area = (2 * h + 1) ** 2
   saliency = 1.0 - jnp.exp(-mean_d * (49.0 / area))
   saliency = saliency.reshape(len(q_rows), len(q_cols))
@@ -135,7 +163,7 @@ def _immediate_context(saliency: jax.Array, threshold: float) -> jax.Array:
   return saliency * (1.0 - dist)
 
 
-def _pipeline(image: jax.Array, plan: Plan) -> jax.Array:
+def _pipeline(image: jax.Array, plan: Plan, mesh: Mesh | None) -> jax.Array:
   """The jitted body: one (H, W, C) image, uint8 or float32, to the map."""
   x = image.astype(jnp.float32)
   if image.dtype == jnp.uint8:
@@ -146,7 +174,7 @@ def _pipeline(image: jax.Array, plan: Plan) -> jax.Array:
   features = features - jnp.mean(features, axis=(0, 1))
   total = jnp.zeros(plan.working_shape, jnp.float32)
   for index in range(len(plan.scales)):
-    s_r = _scale_map(features, plan, index)
+    s_r = _scale_map(features, plan, index, mesh)
     total = total + rs.resize(s_r[..., None], plan.working_shape,
                               "linear")[..., 0]
   saliency = _immediate_context(total / len(plan.scales),
@@ -157,14 +185,57 @@ def _pipeline(image: jax.Array, plan: Plan) -> jax.Array:
   return jnp.clip(saliency, 0.0, 1.0)
 
 
-@functools.partial(jax.jit, static_argnames="plan")
-def _single(image: jax.Array, plan: Plan) -> jax.Array:
-  return _pipeline(image, plan)
+@functools.partial(jax.jit, static_argnames=("plan", "mesh"))
+def _single(image: jax.Array, plan: Plan, mesh: Mesh | None) -> jax.Array:
+  return _pipeline(image, plan, mesh)
 
 
-@functools.partial(jax.jit, static_argnames="plan")
-def _batch(images: jax.Array, plan: Plan) -> jax.Array:
-  return jax.vmap(functools.partial(_pipeline, plan=plan))(images)
+@functools.partial(jax.jit, static_argnames=("plan", "mesh"))
+def _batch(images: jax.Array, plan: Plan, mesh: Mesh | None) -> jax.Array:
+  """One image after the other (`lax.map`: the memory of one image, and the
+  same program as `_single`), split by image over `mesh` when the batch
+  divides evenly and by query patch otherwise."""
+  if mesh is None or images.shape[0] % mesh.size:
+    return lax.map(lambda x: _pipeline(x, plan, mesh), images)
+  return jax.shard_map(
+      lambda x: lax.map(lambda y: _pipeline(y, plan, None), x), mesh=mesh,
+      in_specs=PartitionSpec(_AXIS), out_specs=PartitionSpec(_AXIS),
+      check_vma=False)(images)
+
+
+def _mesh(num_devices: int | None, traced: bool) -> Mesh | None:
+  """A 1-D mesh over the first `num_devices` devices (None for one device).
+
+  Inside a caller's `jit` (a traced input) the caller owns the placement, so
+  no mesh is used unless `num_devices` asks for one.
+  """
+  devices = jax.devices()
+  if num_devices is None:
+    num_devices = 1 if traced else len(devices)
+  if num_devices > len(devices):
+    raise ValueError(
+        f"`num_devices` (={num_devices}) must be <= the number of devices "
+        f"JAX sees ({len(devices)}, {devices[0].platform}); for N CPU "
+        "devices start Python with "
+        "XLA_FLAGS=--xla_force_host_platform_device_count=N or import "
+        "sr_jax before JAX starts (sr_jax.runtime).")
+  if num_devices == 1:
+    return None
+  return Mesh(np.array(devices[:num_devices]), (_AXIS,))
+
+
+def _run(fn, array: jax.Array, plan: Plan) -> jax.Array:
+  """Runs the jitted `fn` on `array`, on the devices `plan` asks for.
+
+  With several devices the input is replicated onto them, and the result is
+  handed back on the default device, so callers see one ordinary array.
+  """
+  traced = isinstance(array, jax.core.Tracer)
+  mesh = _mesh(plan.options.num_devices, traced)
+  if mesh is None or traced:
+    return fn(array, plan, mesh)
+  array = jax.device_put(array, NamedSharding(mesh, PartitionSpec()))
+  return jax.device_put(fn(array, plan, mesh), jax.devices()[0])
 
 
 def _prepare(image, name: str, batched: bool) -> jax.Array:
@@ -210,8 +281,10 @@ def context_aware(image: jax.typing.ArrayLike, **options) -> jax.Array:
       docstring): `max_side=250` (None: no resize), `scales=(1.0, 0.8, 0.5,
       0.3)`, `half_sizes=(3, 2, 1, 1)`, `pyramid=(1.0, 0.5, 0.25)`,
       `min_pyramid_scale=0.2`, `c=3.0`, `k=64`, `focus_threshold=0.8`,
-      `border="zero"` or `"edge"`, `block_size=512` (queries per block:
-      memory, not results), `output_size="input"` or `"working"`.
+      `border="zero"` or `"edge"`, `block_size=512` (queries per block and
+      device: memory, not results), `output_size="input"` or `"working"`,
+      `num_devices=None` (devices to split the work over; None: all that
+      JAX sees, or 1 inside a caller's `jit`).
 
   Returns:
     float32 HxW map in [0, 1] (at the working size with
@@ -230,7 +303,7 @@ def context_aware(image: jax.typing.ArrayLike, **options) -> jax.Array:
   """
   array = _prepare(image, "image", batched=False)
   plan = make_plan(array.shape[:2], Options.create(**options))
-  return _single(array, plan)
+  return _run(_single, array, plan)
 
 
 def context_aware_batch(images: jax.typing.ArrayLike,
@@ -239,15 +312,17 @@ def context_aware_batch(images: jax.typing.ArrayLike,
 
   Args:
     images: NxHxW or NxHxWxC, uint8 or float (see `context_aware`).
-    **options: as for `context_aware`. Memory grows with N·block_size.
+    **options: as for `context_aware`. The images are processed one after
+      the other (memory of one image per device), split over the devices
+      by image when N is a multiple of their number.
 
   Returns:
     float32 NxHxW maps in [0, 1]; `result[i]` equals
-    `context_aware(images[i], **options)` up to float32 rounding.
+    `context_aware(images[i], **options)` (the same program per image).
 
   Raises:
     TypeError, ValueError: as `context_aware`.
   """
   array = _prepare(images, "images", batched=True)
   plan = make_plan(array.shape[1:3], Options.create(**options))
-  return _batch(array, plan)
+  return _run(_batch, array, plan)

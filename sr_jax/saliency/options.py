@@ -32,6 +32,7 @@ class Options:
   border: str = "zero"
   block_size: int = 512
   output_size: str = "input"
+  num_devices: int | None = None
 
   @classmethod
   def create(cls, **options) -> "Options":
@@ -88,6 +89,10 @@ class Options:
     if not _is_int(self.block_size, 1):
       raise ValueError(
           f"`block_size` (={self.block_size!r}) must be an int >= 1.")
+    if self.num_devices is not None and not _is_int(self.num_devices, 1):
+      raise ValueError(
+          f"`num_devices` (={self.num_devices!r}) must be None or an int "
+          ">= 1.")
     if self.output_size not in _OUTPUT_SIZES:
       raise ValueError(
           f"`output_size` (={self.output_size!r}) must be one of "
