@@ -29,10 +29,12 @@ another model or composite is refused, so records never mix configurations.
 
 Batches hold images whose crops have one size, `batch_size` per device,
 the last one padded (with copies of its first image) to the full size, so
-each crop size compiles once. With `num_devices > 1` the batch axis is
-sharded over a 1-D mesh "batch" (`jax.sharding.NamedSharding`). Each device
-then runs the program that one device runs with the same `batch_size`, so
-the results are those of one device bit for bit (tests/test_batch.py). Other
+each crop size compiles once. With `num_devices > 1` (the default: every
+device JAX sees) the batch axis is sharded over a 1-D mesh "batch"
+(`jax.sharding.NamedSharding`), and the saliency step splits the batch by
+image over the same devices. Each device then runs the program that one
+device runs with the same `batch_size`, so the results are those of one
+device bit for bit (tests/test_batch.py). Other
 per-device batch sizes, or other CPU thread pools, change float32 rounding,
 which the saliency's focus threshold can turn into changes at a few pixels.
 """
@@ -236,9 +238,12 @@ class Progress:
       self.stream.write("\n")
 
 
-def make_mesh(num_devices: int) -> Optional[jax.sharding.Mesh]:
-  """A 1-D mesh "batch" over the first `num_devices` devices (None for 1)."""
+def make_mesh(num_devices: Optional[int]) -> Optional[jax.sharding.Mesh]:
+  """A 1-D mesh "batch" over the first `num_devices` devices (None for 1;
+  `num_devices=None`: all that JAX sees)."""
   devices = jax.devices()
+  if num_devices is None:
+    num_devices = len(devices)
   if not 1 <= num_devices <= len(devices):
     raise ValueError(f"`num_devices` (={num_devices}) must be in 1.."
                      f"{len(devices)} (the devices JAX sees: {devices}).")
@@ -285,7 +290,7 @@ def run(
     model: str = "vgg16",
     weights: Optional[str] = None,
     batch_size: int = 8,
-    num_devices: int = 1,
+    num_devices: Optional[int] = None,
     composite: str = "sr_paper",
     relevance_image: str = "abs_rgb",
     retry_failed: bool = False,
@@ -301,8 +306,10 @@ def run(
     model: architecture name (`sr_jax.models.ARCHS`).
     weights: a safetensors weight file; None: `resolve_weights`.
     batch_size: images per batch and device.
-    num_devices: devices to shard each batch over; a batch holds
-      `batch_size * num_devices` images.
+    num_devices: devices to shard each batch over (None: all that JAX sees,
+      one per CPU core when sr_jax configured JAX); a batch holds
+      `batch_size * num_devices` images. The saliency step uses the same
+      devices unless `saliency_options` names its own `num_devices`.
     composite: LRP composite name.
     relevance_image: see `sr_jax.sr.relevance_to_image`.
     retry_failed: redo images recorded as failed by an earlier run.
@@ -326,6 +333,7 @@ def run(
     raise ValueError(f"`batch_size` (={batch_size}) must be >= 1.")
   start = time.perf_counter()
   mesh = make_mesh(num_devices)
+  num_devices = 1 if mesh is None else mesh.size
   inputs = find_inputs(input, out)
   if not inputs:
     raise ValueError(f"`input` (={input!r}) names no image files.")
@@ -342,8 +350,11 @@ def run(
     journal.recover(retry_failed)
     todo = [(n, p) for n, p in inputs if n not in journal.records]
     if explain_fn is None and todo:
-      explain_fn = _model_explainer(model, weights, composite, relevance_image,
-                                    saliency_options, mesh)
+      # Saliency on the runner's devices: with 1 device, or with a batch
+      # split by image over N, every image runs the same program.
+      explain_fn = _model_explainer(
+          model, weights, composite, relevance_image,
+          {"num_devices": num_devices, **(saliency_options or {})}, mesh)
     _process(todo, journal, explain_fn, model, batch_size * num_devices,
              names, outdir, Progress(len(todo), stream))
   recs = [journal.records[n] for n, _ in inputs]

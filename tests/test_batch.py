@@ -8,6 +8,7 @@ exit status, 4 simulated devices).
 """
 
 import fcntl
+import functools
 import io as pyio
 import itertools
 import json
@@ -18,12 +19,16 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from sr_jax import batch, io, metrics, sr, viz
 from tests.test_sr import assert_maps_close
+
+# Batch sizes below are per device; one device keeps them what they say.
+run_one = functools.partial(batch.run, num_devices=1)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,8 +122,8 @@ def test_run_writes_outputs_and_records(tmp_path):
     return fake_explain(crops, timings)
 
   stream = pyio.StringIO()
-  summary = batch.run(str(inp), str(out), model="vgg_tiny", batch_size=2,
-                      explain_fn=explain, stream=stream)
+  summary = run_one(str(inp), str(out), model="vgg_tiny", batch_size=2,
+                    explain_fn=explain, stream=stream)
   assert sorted(sizes) == [(2, 16, 16, 3)] * 2 + [(2, 24, 24, 3)]
   by_name = check_complete(inp, out, good)
   ratios = []
@@ -147,21 +152,21 @@ def test_run_writes_outputs_and_records(tmp_path):
 def test_rerun_skips_what_is_done(tmp_path):
   inp, out = tmp_path / "in", tmp_path / "out"
   good = write_images(inp, [16] * 3)
-  batch.run(str(inp), str(out), model="vgg_tiny", batch_size=2,
-            explain_fn=fake_explain, stream=pyio.StringIO())
+  run_one(str(inp), str(out), model="vgg_tiny", batch_size=2,
+          explain_fn=fake_explain, stream=pyio.StringIO())
   before = (out / "results.jsonl").read_bytes()
   calls = []
-  summary = batch.run(str(inp), str(out), model="vgg_tiny", batch_size=2,
-                      explain_fn=lambda c, t: calls.append(c) or [],
-                      stream=pyio.StringIO())
+  summary = run_one(str(inp), str(out), model="vgg_tiny", batch_size=2,
+                    explain_fn=lambda c, t: calls.append(c) or [],
+                    stream=pyio.StringIO())
   assert not calls
   assert (out / "results.jsonl").read_bytes() == before
   assert (summary.done, summary.failed, summary.skipped) == (3, 0, 3)
   # A new image is the only work of the next run.
   write_images(inp, [16] * 4)
-  batch.run(str(inp), str(out), model="vgg_tiny", batch_size=2,
-            explain_fn=lambda c, t: calls.append(c) or fake_explain(c, t),
-            stream=pyio.StringIO())
+  run_one(str(inp), str(out), model="vgg_tiny", batch_size=2,
+          explain_fn=lambda c, t: calls.append(c) or fake_explain(c, t),
+          stream=pyio.StringIO())
   assert len(calls) == 1
   check_complete(inp, out, good + ["img3.png"])
 
@@ -170,8 +175,8 @@ def test_bad_inputs_are_recorded_and_the_rest_succeed(tmp_path):
   inp, out = tmp_path / "in", tmp_path / "out"
   good = write_images(inp, [16] * 3)
   bad = write_bad_files(inp)
-  summary = batch.run(str(inp), str(out), model="vgg_tiny", batch_size=2,
-                      explain_fn=fake_explain, stream=pyio.StringIO())
+  summary = run_one(str(inp), str(out), model="vgg_tiny", batch_size=2,
+                    explain_fn=fake_explain, stream=pyio.StringIO())
   by_name = check_complete(inp, out, good, bad)
   for name, reason in bad.items():
     assert by_name[name]["status"] == "failed"
@@ -190,19 +195,19 @@ def test_explain_error_fails_its_batch_only(tmp_path):
       raise FloatingPointError("boom")
     return fake_explain(crops, timings)
 
-  summary = batch.run(str(inp), str(out), model="vgg_tiny", batch_size=2,
-                      explain_fn=explain, stream=pyio.StringIO())
+  summary = run_one(str(inp), str(out), model="vgg_tiny", batch_size=2,
+                    explain_fn=explain, stream=pyio.StringIO())
   by_name = check_complete(inp, out, good[:2], good[2:])
   assert by_name["img2.png"]["stage"] == "explain"
   assert by_name["img2.png"]["reason"] == "FloatingPointError: boom"
   assert summary.failed == 2
   # Failed images stay failed on a plain re-run and are redone on request.
-  summary = batch.run(str(inp), str(out), model="vgg_tiny", batch_size=2,
-                      explain_fn=explain, stream=pyio.StringIO())
+  summary = run_one(str(inp), str(out), model="vgg_tiny", batch_size=2,
+                    explain_fn=explain, stream=pyio.StringIO())
   assert (summary.failed, summary.skipped) == (2, 4)
-  summary = batch.run(str(inp), str(out), model="vgg_tiny", batch_size=2,
-                      explain_fn=fake_explain, retry_failed=True,
-                      stream=pyio.StringIO())
+  summary = run_one(str(inp), str(out), model="vgg_tiny", batch_size=2,
+                    explain_fn=fake_explain, retry_failed=True,
+                    stream=pyio.StringIO())
   check_complete(inp, out, good)
   assert (summary.done, summary.failed, summary.skipped) == (4, 0, 2)
 
@@ -250,8 +255,8 @@ def test_killed_at_every_step_then_rerun_is_exactly_once(tmp_path, monkeypatch):
   monkeypatch.setattr(batch._Journal, "commit", commit)
 
   def go(out):
-    return batch.run(str(inp), str(out), model="vgg_tiny", batch_size=2,
-                     explain_fn=fake_explain, stream=pyio.StringIO())
+    return run_one(str(inp), str(out), model="vgg_tiny", batch_size=2,
+                   explain_fn=fake_explain, stream=pyio.StringIO())
 
   go(tmp_path / "count")
   total = next(ops)
@@ -270,8 +275,8 @@ def test_killed_at_every_step_then_rerun_is_exactly_once(tmp_path, monkeypatch):
 def test_recover_repairs_the_log(tmp_path):
   inp, out = tmp_path / "in", tmp_path / "out"
   good = write_images(inp, [16] * 4)
-  batch.run(str(inp), str(out), model="vgg_tiny", batch_size=4,
-            explain_fn=fake_explain, stream=pyio.StringIO())
+  run_one(str(inp), str(out), model="vgg_tiny", batch_size=4,
+          explain_fn=fake_explain, stream=pyio.StringIO())
   lines = (out / "results.jsonl").read_bytes().splitlines(keepends=True)
   by_name = {json.loads(l)["file"]: l for l in lines}
   # img0 twice, img1 whose npz is gone, img2 cut mid-line, img3 missing;
@@ -282,9 +287,9 @@ def test_recover_repairs_the_log(tmp_path):
   (out / "results.jsonl").write_bytes(log)
   (out / ".img3.png.png.0123abcd.tmp").write_bytes(b"partial")
   calls = []
-  batch.run(str(inp), str(out), model="vgg_tiny", batch_size=4,
-            explain_fn=lambda c, t: calls.append(len(c)) or fake_explain(c, t),
-            stream=pyio.StringIO())
+  run_one(str(inp), str(out), model="vgg_tiny", batch_size=4,
+          explain_fn=lambda c, t: calls.append(len(c)) or fake_explain(c, t),
+          stream=pyio.StringIO())
   check_complete(inp, out, good)
   assert calls == [4]  # img1, img2 and img3 redone (padded to 4), img0 not.
 
@@ -292,16 +297,28 @@ def test_recover_repairs_the_log(tmp_path):
 def test_another_configuration_or_a_busy_out_is_refused(tmp_path):
   inp, out = tmp_path / "in", tmp_path / "out"
   write_images(inp, [16])
-  batch.run(str(inp), str(out), model="vgg_tiny", explain_fn=fake_explain,
-            stream=pyio.StringIO())
+  run_one(str(inp), str(out), model="vgg_tiny", explain_fn=fake_explain,
+          stream=pyio.StringIO())
   with pytest.raises(ValueError, match=r"another configuration.*composite"):
-    batch.run(str(inp), str(out), model="vgg_tiny", composite="epsilon_plus",
-              explain_fn=fake_explain, stream=pyio.StringIO())
+    run_one(str(inp), str(out), model="vgg_tiny", composite="epsilon_plus",
+            explain_fn=fake_explain, stream=pyio.StringIO())
   with open(out / ".lock", "w", encoding="utf-8") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     with pytest.raises(RuntimeError, match=r"`out` .* in use by another run"):
-      batch.run(str(inp), str(out), model="vgg_tiny", explain_fn=fake_explain,
-                stream=pyio.StringIO())
+      run_one(str(inp), str(out), model="vgg_tiny", explain_fn=fake_explain,
+              stream=pyio.StringIO())
+
+
+def test_default_uses_every_device(tmp_path):
+  """Without `num_devices` a batch holds `batch_size` images per device."""
+  inp = tmp_path / "in"
+  write_images(inp, [16] * 3)
+  sizes = []
+  batch.run(str(inp), str(tmp_path / "o"), model="vgg_tiny", batch_size=2,
+            explain_fn=lambda c, t: sizes.append(len(c)) or fake_explain(c, t),
+            stream=pyio.StringIO())
+  per_batch = 2 * len(jax.devices())
+  assert sizes == [per_batch] * -(-3 // per_batch)
 
 
 def test_arguments_are_checked(tmp_path):
@@ -311,8 +328,8 @@ def test_arguments_are_checked(tmp_path):
     batch.run(str(inp), str(tmp_path / "o"), model="vgg_tiny", num_devices=99,
               explain_fn=fake_explain)
   with pytest.raises(ValueError, match=r"`batch_size` \(=0\) must be >= 1"):
-    batch.run(str(inp), str(tmp_path / "o"), model="vgg_tiny", batch_size=0,
-              explain_fn=fake_explain)
+    run_one(str(inp), str(tmp_path / "o"), model="vgg_tiny", batch_size=0,
+            explain_fn=fake_explain)
   assert batch.parse_options('{"max_side": null, "k": 8}') == {
       "max_side": None, "k": 8}
   with pytest.raises(ValueError, match=r"`saliency_options` \(='\[1\]'\) "
@@ -323,8 +340,8 @@ def test_arguments_are_checked(tmp_path):
     batch.parse_options("{")
   (tmp_path / "none").mkdir()
   with pytest.raises(ValueError, match=r"`input` \(=.*none'\) names no image"):
-    batch.run(str(tmp_path / "none"), str(tmp_path / "o"), model="vgg_tiny",
-              explain_fn=fake_explain)
+    run_one(str(tmp_path / "none"), str(tmp_path / "o"), model="vgg_tiny",
+            explain_fn=fake_explain)
 
 
 def test_glob_input_names_and_out_inside_input(tmp_path):
@@ -333,8 +350,8 @@ def test_glob_input_names_and_out_inside_input(tmp_path):
   write_images(root / "b", [16], seed=1)
   out = root / "out"  # Inside the input tree: its PNGs are never inputs.
   for _ in range(2):
-    batch.run(str(root / "**" / "*.png"), str(out), model="vgg_tiny",
-              explain_fn=fake_explain, stream=pyio.StringIO())
+    run_one(str(root / "**" / "*.png"), str(out), model="vgg_tiny",
+            explain_fn=fake_explain, stream=pyio.StringIO())
   assert sorted(r["file"] for r in read_records(out)) == ["a/img0.png",
                                                            "b/img0.png"]
   assert (out / "a" / "img0.png.npz").is_file()

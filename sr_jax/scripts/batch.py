@@ -25,9 +25,10 @@ flags.DEFINE_string("weights", None,
                     "weights, else random weights.")
 flags.DEFINE_integer("batch_size", 8, "Images per batch and device.",
                      lower_bound=1)
-flags.DEFINE_integer("num_devices", 1,
-                     "Devices to shard each batch over (jax.devices()).",
-                     lower_bound=1)
+flags.DEFINE_integer("num_devices", 0,
+                     "Devices to shard each batch over (jax.devices(); "
+                     "0: all of them, one per CPU core by default).",
+                     lower_bound=0)
 _flags.define_explanation_flags()
 flags.adopt_module_key_flags(_flags)
 flags.DEFINE_bool("retry_failed", False,
@@ -42,7 +43,7 @@ def run(argv) -> int:
   try:
     summary = batch.run(
         FLAGS.input, FLAGS.out, model=FLAGS.model, weights=FLAGS.weights,
-        batch_size=FLAGS.batch_size, num_devices=FLAGS.num_devices,
+        batch_size=FLAGS.batch_size, num_devices=FLAGS.num_devices or None,
         composite=FLAGS.composite, relevance_image=FLAGS.relevance_image,
         saliency_options=batch.parse_options(FLAGS.saliency_options),
         retry_failed=FLAGS.retry_failed, stream=sys.stderr)
