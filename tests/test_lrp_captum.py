@@ -148,7 +148,107 @@ def _check(arch, case, size, batch):
   cf, cc, cd, of, oc, od = CASES[case]
   want = _captum(tm, x, target, cf, cc, cd)
   got = _ours(model, variables, x, target, of, oc, od)
-  assert np.max(np.abs(got - want)) <= 1e-4 * np.max(np.abs(want))
+  ties = _tie_mask(tm, model, variables, x)
+  assert ties.mean() < 0.02, ties.mean()  # a few isolated near-ties at most
+  diff = np.abs(got - want)[~ties]
+  assert np.max(diff) <= 1e-4 * np.max(np.abs(want))
+
+
+def _span(module, lo: int, hi: int) -> tuple[int, int]:
+  """Input rows (or columns) that outputs `lo..hi` of `module` depend on."""
+  if not isinstance(module, (torch.nn.Conv2d, torch.nn.MaxPool2d)):
+    return lo, hi  # ReLU and the like: elementwise
+  k, s, p = (v if isinstance(v, int) else v[0] for v in
+             (module.kernel_size, module.stride, module.padding))
+  return s * lo - p, s * hi - p + k - 1
+
+
+def _tie_mask(tm, model, variables, x) -> np.ndarray:
+  """(N, H, W) True at input pixels whose relevance passes through a
+  max-pool window where our float32 forward pass and torch's pick different
+  winners.
+
+  Such windows hold a near-tie (inputs equal to the last float32 bits), and
+  the last-bit differences between XLA's and torch's convolutions decide
+  which input wins; both are then right, and the relevance of that window
+  goes to a neighbouring pixel on one side. VGG-16 at 224 has ~1.5 million
+  max-pool windows, so a handful of such flips is expected for some inputs
+  (and seen: one at `features.4` and two at `features.9` for the epsilon case
+  without YNNPACK fusions, with Captum's float32 result matching float64 and
+  ours matching our own float64 result to 1e-11 elsewhere). The parity check
+  leaves out exactly the pixels below those windows.
+  """
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  ours = []
+
+  def grab(next_fun, args, kwargs, context):
+    if isinstance(context.module, MaxPool2d):
+      ours.append(np.asarray(args[0]).transpose(0, 3, 1, 2))
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(grab):
+    model.apply(variables, jnp.asarray(x))
+  mods = list(tm.features)
+  pools = [i for i, m in enumerate(mods) if isinstance(m, torch.nn.MaxPool2d)]
+  theirs = []
+  hooks = [mods[i].register_forward_pre_hook(
+      lambda m, inp: theirs.append(inp[0].detach().numpy())) for i in pools]
+  try:
+    with torch.no_grad():
+      tm(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))))
+  finally:
+    for h in hooks:
+      h.remove()
+  return _flip_mask(mods, pools, ours, theirs, x.shape[:3])
+
+
+def _flip_mask(mods, pools, ours, theirs, shape) -> np.ndarray:
+  """`_tie_mask` from the NCHW inputs of the max-pool modules `mods[i]`,
+  i in `pools`, as our forward pass (`ours`) and torch's (`theirs`) saw them."""
+  assert len(ours) == len(theirs) == len(pools)
+  mask = np.zeros(shape, bool)
+  for i, a, b in zip(pools, ours, theirs):
+    pool = mods[i]
+    va, ia = torch.nn.functional.max_pool2d(
+        torch.from_numpy(np.array(a)), pool.kernel_size, pool.stride,
+        pool.padding, return_indices=True)
+    vb, ib = torch.nn.functional.max_pool2d(
+        torch.from_numpy(np.array(b)), pool.kernel_size, pool.stride,
+        pool.padding, return_indices=True)
+    flips = (ia != ib) & ((va > 0) | (vb > 0))  # all-zero windows carry none
+    for n, _, r, c in np.argwhere(flips.numpy()):
+      rows, cols = (r, r), (c, c)
+      for m in reversed(mods[:i + 1]):
+        rows, cols = _span(m, *rows), _span(m, *cols)
+      mask[n, max(rows[0], 0):rows[1] + 1, max(cols[0], 0):cols[1] + 1] = True
+  return mask
+
+
+def test_tie_mask_covers_a_forced_flip():
+  """The mask is empty when both forward passes agree, and covers exactly
+  the input box under a window whose winner differs."""
+  assert _span(torch.nn.Conv2d(3, 3, 11, stride=4, padding=2), 0, 0) == (
+      -2, 8)
+  assert _span(torch.nn.MaxPool2d(3, 2), 1, 2) == (2, 6)
+  assert _span(torch.nn.ReLU(), 4, 5) == (4, 5)
+  tm, model, variables = _models("alexnet")
+  x = np.random.default_rng(3).normal(size=(1, 64, 64, 3)).astype(np.float32)
+  assert not _tie_mask(tm, model, variables, x).any()
+  # VGG's first block: conv 3x3 (pad 1), ReLU, conv, ReLU, max-pool 2x2.
+  mods = [torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+          torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU(),
+          torch.nn.MaxPool2d(2, 2)]
+  a = np.random.default_rng(4).random((1, 4, 16, 16)).astype(np.float32)
+  assert not _flip_mask(mods, [4], [a], [a.copy()], (1, 16, 16)).any()
+  b = a.copy()
+  window = b[0, 2, 6:8, 10:12]  # pooled output (3, 5) of channel 2
+  window[...] = [[0.5, 0.4], [0.3, 0.2]]
+  b2 = b.copy()
+  b2[0, 2, 7, 11] = 0.6  # another winner in that window only
+  mask = _flip_mask(mods, [4], [b], [b2], (1, 16, 16))
+  want = np.zeros((1, 16, 16), bool)
+  want[0, 4:10, 8:14] = True  # rows 6..7, cols 10..11, then +-2 for 2 convs
+  np.testing.assert_array_equal(mask, want)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
