@@ -7,7 +7,7 @@ Two settings, both measured on a 2-core Xeon (benchmarks/README.md):
   the gathers) runs on one thread per device, whatever the core count. With
   one device per core, `sr_jax.saliency` splits the query patches of an
   image (or the images of a batch) over the devices inside one jitted
-  function, so every core works: 3.1 s → about 2 s per 250-px image. Other
+  function, so every core works: 3.1 s → 2.2-2.35 s per 250-px image. Other
   computations still run on device 0 with XLA's usual multi-threading, so
   models and LRP are unaffected.
 * **No YNNPACK fusions** (`--xla_cpu_experimental_ynn_fusion_type=` empty).

@@ -220,3 +220,17 @@ def test_sr_map_vgg16_random_weights(rng):
 def test_script_flag_modes_match_the_library():
   from sr_jax.scripts import _flags  # pylint: disable=import-outside-toplevel
   assert _flags.RELEVANCE_IMAGES == sr.RELEVANCE_IMAGES
+
+
+@pytest.mark.parametrize("shape, given, want", [
+    ((224, 224), None, 224),      # never enlarged
+    ((32, 48), None, 48),
+    ((400, 300), None, 250),      # shrunk like context_aware's default
+    ((224, 224), {"max_side": 250}, 250),   # the SR paper's resize
+    ((224, 224), {"max_side": None, "k": 8}, None),
+])
+def test_saliency_options_for_crops(shape, given, want):
+  opts = sr_jax.sr.saliency_options_for(shape, given)
+  assert opts["max_side"] == want
+  assert {k: v for k, v in opts.items() if k != "max_side"} == {
+      k: v for k, v in (given or {}).items() if k != "max_side"}
