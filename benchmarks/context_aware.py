@@ -10,7 +10,8 @@ VmHWM from /proc/self/status, is its own):
 * `kernel`: seconds per image of `context_aware` at each `max_side` (median
   of `--reps` calls), the first call's compile time apart;
 * `distance`: the distance stage alone (`knn.mean_knn_distance` for every
-  scale, on random patches of the exact sizes of that image), its FLOP count
+  scale, on random patches of the exact sizes of that image, its queries
+  split over the devices as the kernel splits them), its FLOP count
   (2·queries·candidates·patch length per scale: the matrix products) and the
   GFLOP/s achieved, beside the float32 matmul rate measured in the same
   process (jnp on the distance stage's block shape, and NumPy on 2048^3);
@@ -29,6 +30,8 @@ from __future__ import annotations
 # pylint: disable=import-outside-toplevel
 
 import argparse
+import functools
+import importlib
 import json
 import os
 import pathlib
@@ -80,24 +83,45 @@ def worker_kernel(size: int, reps: int, block_size: int) -> dict:
           "compile_seconds": first - median, "peak_mib": vmhwm_mib()}
 
 
+def _distance_fn(one, mesh, q_pos, c_pos):
+  """`one` on (queries, candidates), split over `mesh` as the kernel does."""
+  ca = importlib.import_module("sr_jax.saliency.context_aware")
+
+  def fn(queries, candidates):
+    if mesh is None:
+      return one(queries, q_pos, candidates, c_pos)
+    return ca._split_queries(  # pylint: disable=protected-access
+        one, mesh, queries, q_pos, candidates, c_pos)
+  return fn
+
+
 def worker_distance(size: int, reps: int, block_size: int) -> dict:
   import jax
   import jax.numpy as jnp
   import numpy as np
   from sr_jax.saliency import knn, options
+  # The module (the package re-exports its function under the same name).
+  ca = importlib.import_module("sr_jax.saliency.context_aware")
   rng = np.random.default_rng(0)
   plan = options.make_plan((400, 600), options.Options.create(
       max_side=size, block_size=block_size))
+  # As the kernel runs it: queries split over every device JAX sees (one
+  # per core once sr_jax has configured JAX), candidates on each.
+  mesh = ca._mesh(None, traced=False)  # pylint: disable=protected-access
   total, flops, per_scale = 0.0, 0, []
   for sp in plan.scales:
     h = sp.half_size
     dim = (2 * h + 1) ** 2 * 3
     n_q = (sp.shape[0] - 2 * h) * (sp.shape[1] - 2 * h)
-    args = [jnp.asarray(rng.random(s, np.float32)) for s in
-            [(n_q, dim), (n_q, 2), (sp.n_candidates, dim),
-             (sp.n_candidates, 2)]]
-    fn = jax.jit(lambda *a: knn.mean_knn_distance(
-        *a, k=64, c=3.0, block_size=block_size))
+    queries = jnp.asarray(rng.random((n_q, dim), np.float32))
+    candidates = jnp.asarray(rng.random((sp.n_candidates, dim), np.float32))
+    # Positions are compile-time constants in the kernel; here too.
+    q_pos = rng.random((n_q, 2), np.float32)
+    c_pos = rng.random((sp.n_candidates, 2), np.float32)
+    one = functools.partial(knn.mean_knn_distance, k=64, c=3.0,
+                            block_size=block_size)
+    fn = jax.jit(_distance_fn(one, mesh, q_pos, c_pos))
+    args = (queries, candidates)
     _, times = _timed(lambda: fn(*args), reps)
     seconds = statistics.median(times)
     total += seconds
@@ -121,6 +145,7 @@ def worker_distance(size: int, reps: int, block_size: int) -> dict:
     np_times.append(time.perf_counter() - start)
   np_rate = 2 * 2048 ** 3 / min(np_times) / 1e9
   return {"max_side": size, "block_size": block_size,
+          "devices": 1 if mesh is None else mesh.size,
           "distance_seconds": total, "distance_gflop": flops / 1e9,
           "distance_gflops": flops / total / 1e9, "scales": per_scale,
           "matmul_gflops_jnp_block": jnp_rate, "matmul_gflops_numpy": np_rate,

@@ -7,8 +7,9 @@ that compiles everything): preprocess (resize, crop, normalise), LRP
 (`sr_paper` composite, with the relevance image), context-aware saliency of
 the relevance image (the SR map), saliency of the image, and the pictures
 (Canny edges and the panel). Then times the batch runner (`sr_jax.batch.run`)
-at `--batch_size` on a folder of `--batch_images` images, after a warm-up run
-that compiles. Random weights: the timing does not depend on them. Prints a
+at `--batch_size` per device on `--num_devices` devices (default all: one
+per core) on a folder of `--batch_images` images, after a warm-up run that
+compiles. Random weights: the timing does not depend on them. Prints a
 table (median over `--reps`) and writes `benchmarks/results/sr_pipeline.json`.
 """
 
@@ -36,6 +37,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("reps", 3, "Timed repetitions of the single-image run.")
 flags.DEFINE_string("model", "vgg16", "Architecture.")
 flags.DEFINE_integer("batch_size", 8, "Batch size of the batch-runner timing.")
+flags.DEFINE_integer("num_devices", 0,
+                     "Devices of the batch-runner timing (0: all).")
 flags.DEFINE_integer("batch_images", 16,
                      "Images in the batch-runner timing (0 skips it).")
 flags.DEFINE_string("saliency_options", "{}",
@@ -78,18 +81,26 @@ def batch_run(model, variables, images: list[np.ndarray]) -> dict[str, float]:
     folder.mkdir()
     for i, image in enumerate(images):
       Image.fromarray(image).save(folder / f"{i:03d}.png")
+    # What the runner's own explainer does (batch._model_explainer), with
+    # the model loaded once: the batch sharded over the devices, and the
+    # saliency split by image over the same devices.
+    mesh = batch.make_mesh(FLAGS.num_devices or None)
+    devices = 1 if mesh is None else mesh.size
     def explain(crops, timings):
-      return sr.explain_crops(model, variables, crops, arch=FLAGS.model,
-                              saliency_options=_options(), timings=timings)
+      return sr.explain_crops(
+          model, variables, crops, arch=FLAGS.model, mesh=mesh,
+          saliency_options={"num_devices": devices, **_options()},
+          timings=timings)
     args = dict(model=FLAGS.model, batch_size=FLAGS.batch_size,
-                saliency_options=_options(), explain_fn=explain,
-                stream=pyio.StringIO())
+                num_devices=devices, saliency_options=_options(),
+                explain_fn=explain, stream=pyio.StringIO())
     batch.run(str(folder / "000.png"), str(Path(tmp) / "warm"), **args)
     start = time.perf_counter()
     summary = batch.run(str(folder), str(Path(tmp) / "out"), **args)
     seconds = time.perf_counter() - start
   assert summary.done == len(images), summary
   return {"images": len(images), "batch_size": FLAGS.batch_size,
+          "num_devices": devices,
           "seconds": seconds, "images_per_s": len(images) / seconds}
 
 
@@ -122,7 +133,8 @@ def main(argv) -> None:
               for i in range(FLAGS.batch_images)]
     report["batch"] = batch_run(model, variables, images)
     b = report["batch"]
-    print(f"batch runner: {b['images']} images at batch {b['batch_size']}: "
+    print(f"batch runner: {b['images']} images at batch {b['batch_size']} "
+          f"per device on {b['num_devices']}: "
           f"{b['images_per_s']:.3f} images/s ({b['seconds']:.1f} s)")
   Path(FLAGS.json).parent.mkdir(parents=True, exist_ok=True)
   io.atomic_write(FLAGS.json, (json.dumps(report, indent=1) + "\n").encode())
