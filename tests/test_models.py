@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pathlib
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +22,8 @@ import pytest
 
 import sr_jax
 from sr_jax import weights
-from sr_jax.models.layers import AdaptiveAvgPool2d, adaptive_pool_matrix
+from sr_jax.models.layers import (AdaptiveAvgPool2d, MaxPool2d,
+                                  adaptive_pool_matrix, max_pool_tiles)
 from tests import make_golden
 
 GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"
@@ -85,6 +87,41 @@ def test_adaptive_pool_matrix_matches_torch(size_in, size_out):
   ref = torch.nn.AdaptiveAvgPool1d(size_out)(eye)[0].numpy().T
   np.testing.assert_allclose(adaptive_pool_matrix(size_in, size_out), ref,
                              rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("shape,window", [
+    ((2, 9, 11, 3), (2, 2)),     # floor mode: the last row and column dropped
+    ((1, 16, 16, 4), (2, 2)),
+    ((2, 7, 8, 5), (3, 2)),      # non-square tiles
+])
+def test_max_pool_tiles_value_and_gradient_as_select_and_scatter(shape, window):
+  """Same value and, bit for bit, the same gradient as `nn.max_pool`, whose
+  gradient is XLA's select_and_scatter (first maximum of a tile), on input
+  full of ties (integers 0..2)."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.integers(0, 3, shape).astype(np.float32))
+  ref = lambda v: nn.max_pool(v, window, strides=window, padding="VALID")
+  want, want_vjp = jax.vjp(ref, x)
+  got, got_vjp = jax.vjp(lambda v: max_pool_tiles(v, window), x)
+  g = jnp.asarray(rng.standard_normal(want.shape).astype(np.float32))
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got_vjp(g)[0], want_vjp(g)[0])
+  # Each tile's gradient goes to one element only, even with ties.
+  ones = np.asarray(got_vjp(jnp.ones_like(got))[0])
+  assert ones.sum() == np.prod(want.shape)
+
+
+def test_max_pool_2d_matches_torch_gradient():
+  torch = _torch()
+  x = np.random.default_rng(2).integers(0, 3, (2, 3, 10, 9)).astype(
+      np.float32)
+  xt = torch.from_numpy(x).requires_grad_()
+  torch.nn.MaxPool2d(2, 2)(xt).sum().backward()
+  pool = MaxPool2d((2, 2), (2, 2))
+  grad = jax.grad(lambda v: pool.apply({}, v).sum())(
+      jnp.asarray(x.transpose(0, 2, 3, 1)))
+  np.testing.assert_array_equal(np.asarray(grad).transpose(0, 3, 1, 2),
+                                xt.grad.numpy())
 
 
 @pytest.mark.parametrize("hw,out", [((6, 8), (7, 7)), ((13, 5), (6, 6)),

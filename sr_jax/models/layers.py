@@ -29,7 +29,58 @@ class MaxPool2d(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    return nn.max_pool(x, self.window, strides=self.stride, padding="VALID")
+    window, stride = tuple(self.window), tuple(self.stride)
+    if window == stride and x.ndim == 4:  # VGG's pools: disjoint tiles
+      return max_pool_tiles(x, window)
+    return nn.max_pool(x, window, strides=stride, padding="VALID")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_pool_tiles(x: jax.Array, window: tuple[int, int]) -> jax.Array:
+  """Max pooling of NHWC `x` over disjoint `window` tiles (stride = window,
+  floor mode: rows and columns that do not fill a tile are dropped).
+
+  The value is `nn.max_pool`'s. The gradient goes, as in torch and in XLA's
+  `select_and_scatter`, to the first maximum of each tile in row-major order,
+  but is computed with elementwise masks: XLA:CPU runs `select_and_scatter`
+  about 9x slower than this (VGG-16's first pool: 28.7 against 3.3 ms per
+  224x224x64 image), which was ~8% of a VGG-16 gradient or LRP pass.
+  """
+  return _tiles(x, window).max(axis=(2, 4))
+
+
+def _tiles(x: jax.Array, window: tuple[int, int]) -> jax.Array:
+  """(N, Ho, kh, Wo, kw, C) view of the part of `x` the tiles cover."""
+  (kh, kw), (n, h, w, c) = window, x.shape
+  ho, wo = h // kh, w // kw
+  return x[:, :ho * kh, :wo * kw].reshape(n, ho, kh, wo, kw, c)
+
+
+def _max_pool_tiles_fwd(x, window):
+  y = max_pool_tiles(x, window)
+  return y, (x, y)
+
+
+def _max_pool_tiles_bwd(window, res, g):
+  x, y = res
+  tiles = _tiles(x, window)
+  taken = jnp.zeros(y.shape, bool)
+  rows = []
+  for dy in range(window[0]):
+    cols = []
+    for dx in range(window[1]):
+      hit = (tiles[:, :, dy, :, dx] == y) & ~taken   # first maximum only
+      taken = taken | hit
+      cols.append(jnp.where(hit, g, jnp.zeros_like(g)))
+    rows.append(jnp.stack(cols, axis=3))             # (N, Ho, Wo, kw, C)
+  grad = jnp.stack(rows, axis=2)                     # (N, Ho, kh, Wo, kw, C)
+  n, ho, kh, wo, kw, c = grad.shape
+  grad = grad.reshape(n, ho * kh, wo * kw, c)
+  return (jnp.pad(grad, ((0, 0), (0, x.shape[1] - ho * kh),
+                         (0, x.shape[2] - wo * kw), (0, 0))),)
+
+
+max_pool_tiles.defvjp(_max_pool_tiles_fwd, _max_pool_tiles_bwd)
 
 
 @functools.lru_cache(maxsize=None)
