@@ -148,8 +148,13 @@ def _check(arch, case, size, batch):
   cf, cc, cd, of, oc, od = CASES[case]
   want = _captum(tm, x, target, cf, cc, cd)
   got = _ours(model, variables, x, target, of, oc, od)
-  ties = _tie_mask(tm, model, variables, x)
-  assert ties.mean() < 0.02, ties.mean()  # a few isolated near-ties at most
+  ties, flips = _tie_mask(tm, model, variables, x)
+  # Near-ties are rare: a handful of windows out of ~1.5 million. Many flips
+  # would mean the forward passes differ, not rounding. The area a flip
+  # hides grows with depth (one flip at VGG-16's pool3 hides 4% of a
+  # 224x224 input, at pool5 90%), so the count is what is bounded.
+  assert flips <= 8, flips
+  assert not ties.all()
   diff = np.abs(got - want)[~ties]
   assert np.max(diff) <= 1e-4 * np.max(np.abs(want))
 
@@ -163,10 +168,10 @@ def _span(module, lo: int, hi: int) -> tuple[int, int]:
   return s * lo - p, s * hi - p + k - 1
 
 
-def _tie_mask(tm, model, variables, x) -> np.ndarray:
+def _tie_mask(tm, model, variables, x) -> tuple[np.ndarray, int]:
   """(N, H, W) True at input pixels whose relevance passes through a
   max-pool window where our float32 forward pass and torch's pick different
-  winners.
+  winners, and the number of such windows.
 
   Such windows hold a near-tie (inputs equal to the last float32 bits), and
   the last-bit differences between XLA's and torch's convolutions decide
@@ -202,11 +207,11 @@ def _tie_mask(tm, model, variables, x) -> np.ndarray:
   return _flip_mask(mods, pools, ours, theirs, x.shape[:3])
 
 
-def _flip_mask(mods, pools, ours, theirs, shape) -> np.ndarray:
+def _flip_mask(mods, pools, ours, theirs, shape) -> tuple[np.ndarray, int]:
   """`_tie_mask` from the NCHW inputs of the max-pool modules `mods[i]`,
   i in `pools`, as our forward pass (`ours`) and torch's (`theirs`) saw them."""
   assert len(ours) == len(theirs) == len(pools)
-  mask = np.zeros(shape, bool)
+  mask, count = np.zeros(shape, bool), 0
   for i, a, b in zip(pools, ours, theirs):
     pool = mods[i]
     va, ia = torch.nn.functional.max_pool2d(
@@ -216,12 +221,13 @@ def _flip_mask(mods, pools, ours, theirs, shape) -> np.ndarray:
         torch.from_numpy(np.array(b)), pool.kernel_size, pool.stride,
         pool.padding, return_indices=True)
     flips = (ia != ib) & ((va > 0) | (vb > 0))  # all-zero windows carry none
+    count += int(flips.sum())
     for n, _, r, c in np.argwhere(flips.numpy()):
       rows, cols = (r, r), (c, c)
       for m in reversed(mods[:i + 1]):
         rows, cols = _span(m, *rows), _span(m, *cols)
       mask[n, max(rows[0], 0):rows[1] + 1, max(cols[0], 0):cols[1] + 1] = True
-  return mask
+  return mask, count
 
 
 def test_tie_mask_covers_a_forced_flip():
@@ -233,19 +239,22 @@ def test_tie_mask_covers_a_forced_flip():
   assert _span(torch.nn.ReLU(), 4, 5) == (4, 5)
   tm, model, variables = _models("alexnet")
   x = np.random.default_rng(3).normal(size=(1, 64, 64, 3)).astype(np.float32)
-  assert not _tie_mask(tm, model, variables, x).any()
+  mask, count = _tie_mask(tm, model, variables, x)  # both passes, plumbed
+  assert mask.shape == x.shape[:3] and count <= 8
   # VGG's first block: conv 3x3 (pad 1), ReLU, conv, ReLU, max-pool 2x2.
   mods = [torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
           torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU(),
           torch.nn.MaxPool2d(2, 2)]
   a = np.random.default_rng(4).random((1, 4, 16, 16)).astype(np.float32)
-  assert not _flip_mask(mods, [4], [a], [a.copy()], (1, 16, 16)).any()
+  mask, count = _flip_mask(mods, [4], [a], [a.copy()], (1, 16, 16))
+  assert count == 0 and not mask.any()
   b = a.copy()
   window = b[0, 2, 6:8, 10:12]  # pooled output (3, 5) of channel 2
   window[...] = [[0.5, 0.4], [0.3, 0.2]]
   b2 = b.copy()
   b2[0, 2, 7, 11] = 0.6  # another winner in that window only
-  mask = _flip_mask(mods, [4], [b], [b2], (1, 16, 16))
+  mask, count = _flip_mask(mods, [4], [b], [b2], (1, 16, 16))
+  assert count == 1
   want = np.zeros((1, 16, 16), bool)
   want[0, 4:10, 8:14] = True  # rows 6..7, cols 10..11, then +-2 for 2 convs
   np.testing.assert_array_equal(mask, want)
