@@ -83,15 +83,14 @@ def worker_kernel(size: int, reps: int, block_size: int) -> dict:
           "compile_seconds": first - median, "peak_mib": vmhwm_mib()}
 
 
-def _distance_fn(one, mesh, q_pos, c_pos):
-  """`one` on (queries, candidates), split over `mesh` as the kernel does."""
-  ca = importlib.import_module("sr_jax.saliency.context_aware")
+def _distance_fn(one, split, mesh, q_pos, c_pos):
+  """`one` on (queries, candidates), split over `mesh` as the kernel does
+  (`split` is the kernel's `_split_queries`)."""
 
   def fn(queries, candidates):
     if mesh is None:
       return one(queries, q_pos, candidates, c_pos)
-    return ca._split_queries(  # pylint: disable=protected-access
-        one, mesh, queries, q_pos, candidates, c_pos)
+    return split(one, mesh, queries, q_pos, candidates, c_pos)
   return fn
 
 
@@ -120,7 +119,9 @@ def worker_distance(size: int, reps: int, block_size: int) -> dict:
     c_pos = rng.random((sp.n_candidates, 2), np.float32)
     one = functools.partial(knn.mean_knn_distance, k=64, c=3.0,
                             block_size=block_size)
-    fn = jax.jit(_distance_fn(one, mesh, q_pos, c_pos))
+    fn = jax.jit(_distance_fn(
+        one, ca._split_queries, mesh,  # pylint: disable=protected-access
+        q_pos, c_pos))
     args = (queries, candidates)
     _, times = _timed(lambda: fn(*args), reps)
     seconds = statistics.median(times)

@@ -81,16 +81,12 @@ def batch_run(model, variables, images: list[np.ndarray]) -> dict[str, float]:
     folder.mkdir()
     for i, image in enumerate(images):
       Image.fromarray(image).save(folder / f"{i:03d}.png")
-    # What the runner's own explainer does (batch._model_explainer), with
-    # the model loaded once: the batch sharded over the devices, and the
-    # saliency split by image over the same devices.
+    # The runner's own explainer, with the model loaded once.
     mesh = batch.make_mesh(FLAGS.num_devices or None)
     devices = 1 if mesh is None else mesh.size
-    def explain(crops, timings):
-      return sr.explain_crops(
-          model, variables, crops, arch=FLAGS.model, mesh=mesh,
-          saliency_options={"num_devices": devices, **_options()},
-          timings=timings)
+    explain = batch.make_explainer(
+        model, variables, arch=FLAGS.model, composite="sr_paper",
+        relevance_image="abs_rgb", saliency_options=_options(), mesh=mesh)
     args = dict(model=FLAGS.model, batch_size=FLAGS.batch_size,
                 num_devices=devices, saliency_options=_options(),
                 explain_fn=explain, stream=pyio.StringIO())

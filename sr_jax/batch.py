@@ -350,11 +350,11 @@ def run(
     journal.recover(retry_failed)
     todo = [(n, p) for n, p in inputs if n not in journal.records]
     if explain_fn is None and todo:
-      # Saliency on the runner's devices: with 1 device, or with a batch
-      # split by image over N, every image runs the same program.
-      explain_fn = _model_explainer(
-          model, weights, composite, relevance_image,
-          {"num_devices": num_devices, **(saliency_options or {})}, mesh)
+      module, variables = load_model(model, weights)
+      explain_fn = make_explainer(
+          module, variables, arch=model, composite=composite,
+          relevance_image=relevance_image, saliency_options=saliency_options,
+          mesh=mesh)
     _process(todo, journal, explain_fn, model, batch_size * num_devices,
              names, outdir, Progress(len(todo), stream))
   recs = [journal.records[n] for n, _ in inputs]
@@ -426,18 +426,29 @@ def explain_one(
   return result, names
 
 
-def _model_explainer(model, weights, composite, relevance_image,
-                     saliency_options, mesh) -> ExplainFn:
-  module, variables = load_model(model, weights)
+def make_explainer(module, variables, *, arch: str, composite: str,
+                   relevance_image: str,
+                   saliency_options: Optional[dict[str, Any]],
+                   mesh: Optional[jax.sharding.Mesh]) -> ExplainFn:
+  """The runner's `explain_fn` for a loaded model, on `mesh`'s devices.
+
+  The variables are replicated onto the mesh once, and the saliency step
+  runs on the same devices (unless `saliency_options` names its own
+  `num_devices`): with one device, or with a batch split by image over N,
+  every image runs the same program, so N devices give the results of one
+  bit for bit.
+  """
+  devices = 1 if mesh is None else mesh.size
+  opts = {"num_devices": devices, **(saliency_options or {})}
   if mesh is not None:  # Replicated once here, not at every batch.
     variables = jax.device_put(variables, jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec()))
 
   def explain(crops: np.ndarray, timings: dict) -> list:
-    return sr.explain_crops(module, variables, crops, arch=model,
+    return sr.explain_crops(module, variables, crops, arch=arch,
                             composite=composite,
                             relevance_image=relevance_image,
-                            saliency_options=saliency_options, mesh=mesh,
+                            saliency_options=opts, mesh=mesh,
                             timings=timings)
   return explain
 
