@@ -15,22 +15,21 @@ How it is computed:
 * For a block, `||q - c||^2 = ||q||^2 + ||c||^2 - 2 q.c` is one float32 matrix
   product, clamped at 0. Candidates are ranked by `d^2` (same order as `d`,
   no square root per pair); square roots are taken of the K kept values.
-* The K smallest, exactly, in two stages. XLA's CPU `TopK` calls its
-  comparator per element (about 3 ns each) and pays a large fixed cost per
-  row for K = 64 (heap insertions and the final sort), so one `lax.top_k`
-  over all candidates cost more than the matrix product. Instead:
-  1. the candidates are split into G strided groups of m (`group_size`;
-     member j of every group is the contiguous column slice j, so the group
-     minimum is an elementwise min that XLA fuses with the d^2 formula);
-  2. `lax.top_k` over the G group minima picks the K groups with the smallest
-     minima. Every one of the K smallest values lies in one of these groups
-     (otherwise K other groups would each hold a value at least as small:
-     K + 1 values no larger), ties at the K-th value aside, which do not
-     change the sum;
-  3. the K·m members of those groups are gathered and the sum of their K
-     smallest is found by `sum_smallest`: an exact bisection on the float32
-     bit patterns (31 vectorised counting passes), which on CPU is several
-     times cheaper than a second `lax.top_k`.
+* The K smallest, exactly, in two stages. XLA's CPU `TopK` costs 15-20 ns
+  per element and row at K = 64 (2-core VM), so one `lax.top_k` over all
+  candidates cost more than the matrix product. Instead:
+  1. the candidates are split into G groups of m consecutive candidates
+     (`group_size`) and each group's minimum d^2 is taken;
+  2. `lax.top_k` over the G group minima picks the K groups with the
+     smallest minima. Every one of the K smallest values lies in one of these
+     groups (otherwise K other groups would each hold a value at least as
+     small: K + 1 values no larger), ties at the K-th value aside, which do
+     not change the sum;
+  3. the d^2 of the K·m members of those groups are gathered, one contiguous
+     slice of m per group, and the sum of their K smallest is found by
+     `sum_smallest`: an exact bisection on the float32 bit patterns (31
+     vectorised counting passes), which on CPU is several times cheaper than
+     a second `lax.top_k`.
   With fewer than 4·K candidates (small images), a single `lax.top_k` over
   all of them is used instead.
 """
@@ -166,7 +165,7 @@ def mean_knn_distance(queries: jax.typing.ArrayLike,
   pad_c = n_groups * m - n_c
 
   # Candidate side, padded with +inf norms (never among the k smallest).
-  # Column j * n_groups + g of a block's products is member j of group g.
+  # Column g * m + j of a block's products is member j of group g.
   c_norm = jnp.pad(jnp.sum(candidates * candidates, axis=1), (0, pad_c),
                    constant_values=np.inf)
   c_mat = jnp.pad(-2.0 * candidates, ((0, pad_c), (0, 0))).T       # (D, N)
@@ -181,29 +180,18 @@ def mean_knn_distance(queries: jax.typing.ArrayLike,
   q_pos = jnp.pad(query_pos, ((0, pad_q), (0, 0)))
   q_pos = q_pos.reshape(n_blocks, block, 1, 2)
 
-  def members(a: jax.Array, groups: jax.Array) -> jax.Array:
-    """Candidate attribute `a` (padded) for the chosen groups: (B, m, k)."""
-    return jnp.moveaxis(jnp.take(a.reshape(m, n_groups), groups, axis=1), 0, 1)
-
   def one_block(args):
     q, qn, qp = args
     dot = jnp.matmul(q, c_mat, precision=_HIGHEST)            # (B, m·G)
+    d2 = _damped_squared(dot, qn, c_norm, qp, c_pos[:, 0], c_pos[:, 1], c)
     if m == 1:  # few candidates: one top_k (compiles faster than stage 3)
-      d2 = _damped_squared(dot, qn, c_norm, qp, c_pos[:, 0], c_pos[:, 1], c)
       return jnp.mean(jnp.sqrt(-lax.top_k(-d2, k)[0]), axis=-1)
-    group_min = None
-    for j in range(m):
-      cols = slice(j * n_groups, (j + 1) * n_groups)
-      d2 = _damped_squared(dot[:, cols], qn, c_norm[cols], qp,
-                           c_pos[cols, 0], c_pos[cols, 1], c)
-      group_min = d2 if group_min is None else jnp.minimum(group_min, d2)
-    _, groups = lax.top_k(-group_min, k)                        # (B, k)
-    dot_k = jnp.take_along_axis(dot.reshape(block, m, n_groups),
-                                groups[:, None, :], axis=2)     # (B, m, k)
-    d2_k = _damped_squared(dot_k, qn[..., None], members(c_norm, groups),
-                           qp[:, None], members(c_pos[:, 0], groups),
-                           members(c_pos[:, 1], groups), c)
-    return sum_smallest(d2_k.reshape(block, m * k), k, jnp.sqrt) / k
+    d2 = d2.reshape(block, n_groups, m)
+    _, groups = lax.top_k(-jnp.min(d2, axis=2), k)              # (B, k)
+    # One contiguous slice of m per chosen group (a gather of k slices per
+    # row, several times cheaper on CPU than k·m single elements).
+    members = jax.vmap(lambda row, chosen: row[chosen])(d2, groups)
+    return sum_smallest(members.reshape(block, k * m), k, jnp.sqrt) / k
 
   means = lax.map(one_block, (q_mat, q_norm, q_pos))
   return means.reshape(-1)[:n_q]
