@@ -101,6 +101,32 @@ def test_knn_matches_brute_force(rng, group_size):
   np.testing.assert_allclose(np.asarray(got), want, atol=2e-5)
 
 
+@pytest.mark.parametrize("order", ["sorted", "reversed"])
+def test_knn_candidates_in_distance_order(rng, order):
+  # The nearest candidates side by side (few groups hold all k) or last: the
+  # group selection and its top_k pre-filter must not depend on the order.
+  q = rng.random((64, 10)).astype(np.float32)
+  c = rng.random((900, 10)).astype(np.float32)
+  c = c[np.argsort(((c - q.mean(0)) ** 2).sum(1))]
+  if order == "reversed":
+    c = c[::-1].copy()
+  qp, cp = rng.random((64, 2)), rng.random((900, 2))
+  got = knn.mean_knn_distance(q, qp, c, cp, k=48, c=3.0, group_size=8)
+  want = brute_force_knn(q, qp, c, cp, 48, 3.0)
+  np.testing.assert_allclose(np.asarray(got), want, atol=2e-5)
+
+
+def test_knn_fewer_groups_than_k(rng):
+  # 200 candidates in groups of 8 are 25 groups < k = 60: the kernel pads to
+  # k groups, all-padding groups have +inf minima.
+  q, c = rng.random((40, 6)).astype(np.float32), rng.random((200, 6))
+  qp, cp = rng.random((40, 2)), rng.random((200, 2))
+  got = knn.mean_knn_distance(q, qp, c.astype(np.float32), cp, k=60, c=3.0,
+                              group_size=8)
+  want = brute_force_knn(q, qp, c, cp, 60, 3.0)
+  np.testing.assert_allclose(np.asarray(got), want, atol=2e-5)
+
+
 def test_sum_smallest_handles_ties_zeros_and_inf(rng):
   x = rng.integers(0, 5, (128, 40)).astype(np.float32)
   x[:, :3] = [0.0, -0.0, np.inf]

