@@ -105,7 +105,7 @@ def worker_distance(size: int, reps: int, block_size: int) -> dict:
   plan = options.make_plan((400, 600), options.Options.create(
       max_side=size, block_size=block_size))
   # As the kernel runs it: queries split over every device JAX sees (one
-  # per core once sr_jax has configured JAX), candidates on each.
+  # CPU device unless SR_JAX_CPU_DEVICES asks for more), candidates on each.
   mesh = ca._mesh(None, traced=False)  # pylint: disable=protected-access
   total, flops, per_scale = 0.0, 0, []
   for sp in plan.scales:

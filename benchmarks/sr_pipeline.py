@@ -7,10 +7,11 @@ that compiles everything): preprocess (resize, crop, normalise), LRP
 (`sr_paper` composite, with the relevance image), context-aware saliency of
 the relevance image (the SR map), saliency of the image, and the pictures
 (Canny edges and the panel). Then times the batch runner (`sr_jax.batch.run`)
-at `--batch_size` per device on `--num_devices` devices (default all: one
-per core) on a folder of `--batch_images` images, after a warm-up run that
-compiles. Random weights: the timing does not depend on them. Prints a
-table (median over `--reps`) and writes `benchmarks/results/sr_pipeline.json`.
+at `--batch_size` per device on `--num_devices` devices (default all that
+JAX sees: one CPU device unless `SR_JAX_CPU_DEVICES` asks for more) on a
+folder of `--batch_images` images, after a warm-up run that compiles.
+Random weights: the timing does not depend on them. Prints a table (median
+over `--reps`) and writes `benchmarks/results/sr_pipeline.json`.
 """
 
 from __future__ import annotations

@@ -29,8 +29,9 @@ another model or composite is refused, so records never mix configurations.
 
 Batches hold images whose crops have one size, `batch_size` per device,
 the last one padded (with copies of its first image) to the full size, so
-each crop size compiles once. With `num_devices > 1` (the default: every
-device JAX sees) the batch axis is sharded over a 1-D mesh "batch"
+each crop size compiles once. With `num_devices > 1` (the default is every
+device JAX sees; on CPU that is one unless opted in, see `sr_jax.runtime`)
+the batch axis is sharded over a 1-D mesh "batch"
 (`jax.sharding.NamedSharding`), and the saliency step splits the batch by
 image over the same devices. Each device then runs the program that one
 device runs with the same `batch_size`, so the results are those of one

@@ -1,20 +1,23 @@
 """XLA:CPU settings that sr_jax applies when it is imported before JAX starts.
 
-Two settings, both measured on a 2-core Xeon (benchmarks/README.md):
-
-* **One JAX device per CPU core** (`--xla_force_host_platform_device_count`).
-  Much of the context-aware saliency kernel (XLA's `TopK`, the bisection,
-  the gathers) runs on one thread per device, whatever the core count. With
-  one device per core, `sr_jax.saliency` splits the query patches of an
-  image (or the images of a batch) over the devices inside one jitted
-  function, so every core works: 3.1 s → 2.2-2.35 s per 250-px image. Other
-  computations still run on device 0 with XLA's usual multi-threading, so
-  models and LRP are unaffected.
 * **No YNNPACK fusions** (`--xla_cpu_experimental_ynn_fusion_type=` empty).
   XLA:CPU hands some elementwise and small dot fusions to YNNPACK on a
   second thread pool; on 2 cores that oversubscribes them. Without them
   the VGG-16 forward pass took 0.80x the time at batch 1 and AlexNet 0.72x
-  at batch 8, and the saliency kernel 0.9x.
+  at batch 8, and the saliency kernel 0.9x (2-core Xeon, benchmarks/README.md).
+* **One CPU device**, XLA's own default, unless asked for more
+  (`configure_cpu(devices=N)` or `$SR_JAX_CPU_DEVICES`). Several devices let
+  `sr_jax.saliency` split an image's query patches (or a batch's images)
+  over the cores, 3.1 s -> 2.2 s per 250-px image on 2 cores, and sr_jax
+  used to create one per core. It no longer does: with jax/jaxlib 0.9.2 and
+  0.10.2, two XLA:CPU computations running at the same time (two devices of
+  one program, or two threads on one device) gave wrong saliency maps, up
+  to 0.54 off on a [0, 1] scale for some images, the first wrong values
+  being one tile of a matrix product; one computation at a time, or the
+  same run pinned to one core, gave the right maps
+  (`benchmarks/xla_cpu_concurrency.py` reproduces it). A research library
+  should not trade right answers for speed, so more devices are an opt-in
+  for those who check their results.
 
 Both only change `XLA_FLAGS`, so they only work before JAX creates its
 backends (the first array or computation). `sr_jax` calls `tune_from_env`
@@ -29,18 +32,10 @@ from __future__ import annotations
 import os
 
 ENV = "SR_JAX_TUNE_XLA"
-MAX_CPU_DEVICES = 8
+DEVICES_ENV = "SR_JAX_CPU_DEVICES"
 _DEVICE_FLAG = "--xla_force_host_platform_device_count"
 _YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 _state: dict[str, object] = {"applied": (), "reason": "not attempted"}
-
-
-def available_cores() -> int:
-  """CPU cores this process may run on (its affinity mask where known)."""
-  try:
-    return len(os.sched_getaffinity(0))
-  except (AttributeError, OSError):
-    return os.cpu_count() or 1
 
 
 def _backends_started() -> bool:
@@ -55,13 +50,12 @@ def configure_cpu(devices: int | None = None, *, ynn: bool = False) -> tuple:
   """Adds the settings above to `XLA_FLAGS`, if JAX has not started yet.
 
   Args:
-    devices: CPU devices to create; None: one per available core, at most
-      `MAX_CPU_DEVICES`.
+    devices: CPU devices to create; None or 1: XLA's single device (see
+      above for why more are an opt-in).
     ynn: keep XLA's YNNPACK fusions (False turns them off).
 
   Returns:
-    The flags added (empty if JAX had started, or the user's `XLA_FLAGS`
-    already set both).
+    The flags added (empty if JAX had started, or nothing was left to add).
 
   Raises:
     ValueError: if `devices` is not None or an int >= 1.
@@ -74,24 +68,43 @@ def configure_cpu(devices: int | None = None, *, ynn: bool = False) -> tuple:
     return ()
   flags = os.environ.get("XLA_FLAGS", "")
   added = []
-  if _DEVICE_FLAG not in flags:
-    n = devices or min(available_cores(), MAX_CPU_DEVICES)
-    added.append(f"{_DEVICE_FLAG}={n}")
+  if devices is not None and devices > 1 and _DEVICE_FLAG not in flags:
+    added.append(f"{_DEVICE_FLAG}={devices}")
   if not ynn and _YNN_FLAG not in flags:
     added.append(f"{_YNN_FLAG}=")
   if added:
     os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
   _state.update(applied=tuple(added),
-                reason="applied" if added else "already in XLA_FLAGS")
+                reason="applied" if added else "nothing to add")
   return tuple(added)
 
 
+def _devices_from_env() -> int | None:
+  """`$SR_JAX_CPU_DEVICES` as an int >= 1, or None when unset or empty."""
+  value = os.environ.get(DEVICES_ENV, "").strip()
+  if not value:
+    return None
+  try:
+    devices = int(value)
+  except ValueError:
+    devices = 0
+  if devices < 1:
+    raise ValueError(
+        f"${DEVICES_ENV} (={value!r}) must be an int >= 1 (CPU devices to "
+        "create), or unset for one.")
+  return devices
+
+
 def tune_from_env() -> tuple:
-  """`configure_cpu()` unless `$SR_JAX_TUNE_XLA` is "0"."""
+  """`configure_cpu($SR_JAX_CPU_DEVICES)` unless `$SR_JAX_TUNE_XLA` is "0".
+
+  Raises:
+    ValueError: if `$SR_JAX_CPU_DEVICES` is set but not an int >= 1.
+  """
   if os.environ.get(ENV, "1") == "0":
     _state.update(applied=(), reason=f"${ENV}=0")
     return ()
-  return configure_cpu()
+  return configure_cpu(_devices_from_env())
 
 
 def status() -> dict:

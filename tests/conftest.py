@@ -1,6 +1,14 @@
 """Test-wide settings: strict dtype promotion, float32 default, and helpers."""
 
-import jax
+import os
+
+# sr_jax keeps JAX at one CPU device by default (sr_jax.runtime explains
+# why); the tests ask for two so that the code that splits work over devices
+# (saliency split by query or by image, sharded batches) runs and is compared
+# with one device. Subprocess tests that need other counts set them.
+os.environ.setdefault("SR_JAX_CPU_DEVICES", "2")
+
+import jax  # pylint: disable=wrong-import-position
 import numpy as np
 import pytest
 

@@ -21,7 +21,7 @@ print(json.dumps({{"devices": len(jax.devices("cpu")),
 
 def _probe(env_extra: dict, before: str = "") -> dict:
   env = {k: v for k, v in os.environ.items()
-         if k not in ("XLA_FLAGS", runtime.ENV)}
+         if k not in ("XLA_FLAGS", runtime.ENV, runtime.DEVICES_ENV)}
   env.update(env_extra)
   out = subprocess.run([sys.executable, "-c", _PROBE.format(before=before)],
                        env=env, capture_output=True, text=True, timeout=300,
@@ -29,13 +29,32 @@ def _probe(env_extra: dict, before: str = "") -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_import_gives_one_cpu_device_per_core_and_no_ynn():
+def test_import_keeps_one_cpu_device_and_turns_ynn_off():
+  # One device: two XLA:CPU computations at once gave wrong maps
+  # (benchmarks/xla_cpu_concurrency.py), so more devices are an opt-in.
   got = _probe({})
-  want = min(runtime.available_cores(), runtime.MAX_CPU_DEVICES)
-  assert got["devices"] == want
-  assert f"--xla_force_host_platform_device_count={want}" in got["flags"]
-  assert "--xla_cpu_experimental_ynn_fusion_type=" in got["flags"]
+  assert got["devices"] == 1
+  assert "device_count" not in got["flags"]
+  assert got["flags"] == "--xla_cpu_experimental_ynn_fusion_type="
   assert got["status"]["reason"] == "applied"
+
+
+def test_devices_are_an_opt_in_from_the_environment():
+  got = _probe({runtime.DEVICES_ENV: "3"})
+  assert got["devices"] == 3
+  assert "--xla_force_host_platform_device_count=3" in got["flags"]
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "two", "1.5"])
+def test_bad_device_count_in_the_environment(bad):
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("XLA_FLAGS", runtime.ENV, runtime.DEVICES_ENV)}
+  env[runtime.DEVICES_ENV] = bad
+  out = subprocess.run([sys.executable, "-c", "import sr_jax"], env=env,
+                       capture_output=True, text=True, timeout=300,
+                       check=False)
+  assert out.returncode != 0
+  assert f"${runtime.DEVICES_ENV} (={bad!r}) must be an int >= 1" in out.stderr
 
 
 def test_opt_out_leaves_xla_alone():
@@ -45,7 +64,8 @@ def test_opt_out_leaves_xla_alone():
 
 
 def test_the_users_own_flags_win():
-  got = _probe({"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
+  got = _probe({"XLA_FLAGS": "--xla_force_host_platform_device_count=3",
+                runtime.DEVICES_ENV: "2"})
   assert got["devices"] == 3
   assert got["flags"].count("device_count") == 1
   assert "--xla_cpu_experimental_ynn_fusion_type=" in got["flags"]

@@ -41,10 +41,12 @@ bounded by `block_size` (see `sr_jax.saliency.knn`).
 Several devices (`num_devices`, default all that JAX sees): within that one
 function, the query patches of each scale are split evenly over the devices
 (`jax.shard_map`; every device holds all candidates), and a batch whose size
-is a multiple of the device count is split by image instead. On CPU this is
-what lets both cores work: XLA runs `TopK`, gathers and the bisection on one
-thread per device (see `sr_jax.runtime`, which gives JAX one CPU device per
-core when sr_jax is imported first). The split changes the distances only
+is a multiple of the device count is split by image instead. On CPU several
+devices would let every core work (XLA runs `TopK`, gathers and the
+bisection on one thread per device), but `sr_jax.runtime` keeps JAX at one
+CPU device unless asked for more: with jax/jaxlib 0.9.2 and 0.10.2, two
+XLA:CPU computations running at once gave some wrong maps
+(`benchmarks/xla_cpu_concurrency.py`). The split changes the distances only
 by float32 rounding (other block shapes: a few 1e-6). Step 7 can enlarge
 that: a pixel whose saliency is within rounding of `focus_threshold`·max
 may become a focus or stop being one, which moves the distance transform
@@ -219,9 +221,9 @@ def _mesh(num_devices: int | None, traced: bool) -> Mesh | None:
     raise ValueError(
         f"`num_devices` (={num_devices}) must be <= the number of devices "
         f"JAX sees ({len(devices)}, {devices[0].platform}); for N CPU "
-        "devices start Python with "
-        "XLA_FLAGS=--xla_force_host_platform_device_count=N or import "
-        "sr_jax before JAX starts (sr_jax.runtime).")
+        "devices set SR_JAX_CPU_DEVICES=N (or XLA_FLAGS="
+        "--xla_force_host_platform_device_count=N) before JAX starts, and "
+        "see sr_jax.runtime on why one is the default.")
   if num_devices == 1:
     return None
   return Mesh(np.array(devices[:num_devices]), (_AXIS,))

@@ -27,7 +27,8 @@ flags.DEFINE_integer("batch_size", 8, "Images per batch and device.",
                      lower_bound=1)
 flags.DEFINE_integer("num_devices", 0,
                      "Devices to shard each batch over (jax.devices(); "
-                     "0: all of them, one per CPU core by default).",
+                     "0: all of them; on CPU one unless SR_JAX_CPU_DEVICES "
+                     "asks for more, see sr_jax.runtime).",
                      lower_bound=0)
 _flags.define_explanation_flags()
 flags.adopt_module_key_flags(_flags)
