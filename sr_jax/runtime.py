@@ -8,7 +8,7 @@
 * **One CPU device**, XLA's own default, unless asked for more
   (`configure_cpu(devices=N)` or `$SR_JAX_CPU_DEVICES`). Several devices let
   `sr_jax.saliency` split an image's query patches (or a batch's images)
-  over the cores, 3.1 s -> 2.2 s per 250-px image on 2 cores, and sr_jax
+  over the cores, 3.4 s -> 2.2 s per 250-px image on 2 cores, and sr_jax
   used to create one per core. It no longer does: with jax/jaxlib 0.9.2 and
   0.10.2, two XLA:CPU computations running at the same time (two devices of
   one program, or two threads on one device) gave wrong saliency maps, up

@@ -261,7 +261,7 @@ def sr_map_batch(
     with_image_saliency: bool = True,
     **saliency_options: Any,
 ) -> list[SRResult]:
-  """`sr_map` for several images at once, in jitted, vmapped steps.
+  """`sr_map` for several images at once, in jitted batched steps.
 
   Args:
     model, variables, arch, composite, relevance_image, with_image_saliency,

@@ -313,7 +313,7 @@ def context_aware(image: jax.typing.ArrayLike, **options) -> jax.Array:
 
 def context_aware_batch(images: jax.typing.ArrayLike,
                         **options) -> jax.Array:
-  """`context_aware` over a stack of same-size images (vmapped, one jit).
+  """`context_aware` over a stack of same-size images, in one jitted call.
 
   Args:
     images: NxHxW or NxHxWxC, uint8 or float (see `context_aware`).
