@@ -6,6 +6,7 @@ new one is a new compilation (several seconds on 2 cores).
 """
 
 import importlib
+import math
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from scipy import ndimage
 from sr_jax.saliency import (context_aware, context_aware_batch,
                              distance_transform)
 from sr_jax.saliency import knn, resize as rs
+from sr_jax.saliency.options import Options, make_plan
 from tests.reference import context_aware_np as ref
 
 _module = importlib.import_module("sr_jax.saliency.context_aware")
@@ -227,6 +229,49 @@ def test_split_over_devices_does_not_change_the_map(rng):
     got = np.asarray(context_aware_batch(images[:n], **SMALL, num_devices=2))
     np.testing.assert_allclose(got, np.stack(one[:n]), atol=atol, rtol=0)
   assert context_aware(images[0], **SMALL).devices() == {jax.devices()[0]}
+
+
+def _intermediate_shapes(jaxpr) -> list[tuple[int, ...]]:
+  """Shapes of every array the equations of `jaxpr` produce, loop and
+  shard_map bodies included (with their per-iteration shapes)."""
+  def subjaxprs(value):
+    if hasattr(value, "eqns"):
+      yield value
+    elif hasattr(getattr(value, "jaxpr", None), "eqns"):
+      yield value.jaxpr
+    elif isinstance(value, (tuple, list)):
+      for v in value:
+        yield from subjaxprs(v)
+
+  shapes = []
+  for eqn in jaxpr.eqns:
+    shapes += [tuple(getattr(out.aval, "shape", ())) for out in eqn.outvars]
+    for value in eqn.params.values():
+      for sub in subjaxprs(value):
+        shapes += _intermediate_shapes(sub)
+  return shapes
+
+
+@pytest.mark.parametrize("block_size", [64, 512])
+def test_no_queries_by_candidates_array_is_built(block_size):
+  # Memory is bounded by the query blocks: no intermediate anywhere in the
+  # traced kernel holds one value per (query, candidate) pair. At 120x160
+  # that would be ~1e8 values; the largest legitimate ones are a block's
+  # distances (block x candidates) and the distance transform's H x W x W.
+  shape = (120, 160, 3)
+  plan = make_plan(shape[:2], Options.create(max_side=None))
+  n_q = max((s.shape[0] - 2 * s.half_size) * (s.shape[1] - 2 * s.half_size)
+            for s in plan.scales)
+  n_c = max(s.n_candidates for s in plan.scales)
+  closed = jax.make_jaxpr(lambda x: context_aware(
+      x, max_side=None, block_size=block_size, num_devices=1))(
+          jnp.zeros(shape, jnp.float32))
+  shapes = _intermediate_shapes(closed.jaxpr)
+  # The walk reaches the block loop: a block's distances to all candidates.
+  assert any(s[:1] == (block_size,) and math.prod(s) >= block_size * n_c
+             for s in shapes)
+  largest = max(math.prod(s) for s in shapes)
+  assert largest < n_q * n_c // 16, (largest, n_q * n_c)
 
 
 def test_num_devices_beyond_what_jax_sees():
