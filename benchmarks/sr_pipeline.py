@@ -64,7 +64,7 @@ def single_image(model, variables, image) -> dict[str, float]:
   [result] = sr.explain_crops(model, variables, crop[None], arch=FLAGS.model,
                               saliency_options=_options(), timings=timings)
   t = time.perf_counter()
-  viz.panel(result, class_names=sr_jax.imagenet_classes())
+  viz.panel(result.image, result, labels=sr_jax.imagenet_classes())
   timings["panel"] = time.perf_counter() - t
   whole = time.perf_counter() - start
   return {"preprocess": timings["prepare"] + timings["preprocess"],

@@ -193,8 +193,8 @@ def write_outputs(out: Path, name: str, result: sr.SRResult, *,
   npz, png = Path(out) / f"{name}.npz", Path(out) / f"{name}.png"
   npz.parent.mkdir(parents=True, exist_ok=True)
   t0 = time.perf_counter()
-  panel = viz.panel(result, class_names=class_names, true_label=true_label,
-                    title=name)
+  panel = viz.panel(result.image, result, labels=class_names,
+                    true_label=true_label, title=name)
   t1 = time.perf_counter()
   io.save_npz(npz, **result.arrays())
   io.save_png(png, panel)

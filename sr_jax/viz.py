@@ -285,9 +285,10 @@ def _checked_maps(result: Any) -> dict[str, Any]:
 
 
 def panel(
+    image: Optional[jax.typing.ArrayLike],
     result: Any,
     *,
-    class_names: Optional[Sequence[str]] = None,
+    labels: Optional[Sequence[str]] = None,
     true_label: Label = None,
     title: Optional[str] = None,
     tile_size: int = 224,
@@ -304,9 +305,12 @@ def panel(
   neighbour to fill `tile_size`; larger ones are shrunk to fit.
 
   Args:
+    image: the input tile, uint8 HxWx3 with the maps' height and width
+      (e.g. the crop the model saw); None shows `result.image`.
     result: an `SRResult` from `sr_jax.sr_map` (any object with its fields).
-    class_names: names indexed by class, e.g. `sr_jax.imagenet_classes()`.
-    true_label: the ground-truth class index (named with `class_names`) or a
+    labels: class names indexed by class, e.g. `sr_jax.imagenet_classes()`
+      (None: class indices only).
+    true_label: the ground-truth class index (named with `labels`) or a
       label string.
     title: a line above the tiles, e.g. the file name.
     tile_size: the side of each square tile in pixels.
@@ -316,11 +320,18 @@ def panel(
 
   Examples:
     >>> out = sr_jax.sr_map(model, params, image, arch="vgg16")  # doctest: +SKIP
-    >>> panel(out, class_names=sr_jax.imagenet_classes()).save("p.png")  # doctest: +SKIP
+    >>> panel(out.image, out, labels=sr_jax.imagenet_classes()).save("p.png")  # doctest: +SKIP
   """
   f = _checked_maps(result)
-  caption = caption_lines(result, class_names=class_names,
-                          true_label=true_label)
+  if image is not None:
+    shown = np.asarray(image)
+    if shown.dtype != np.uint8 or shown.shape != f["image"].shape:
+      raise ValueError(
+          f"`image` (shape={shown.shape}, dtype={shown.dtype}) must be uint8 "
+          f"{'x'.join(map(str, f['image'].shape))} like the maps of "
+          "`result`, or None for `result.image`.")
+    f["image"] = shown
+  caption = caption_lines(result, class_names=labels, true_label=true_label)
   saliency = f["image_saliency"]
   lrp = lrp_map(f["relevance"])
   edges = np.asarray(f["edges"])

@@ -134,7 +134,7 @@ def test_caption_lines():
 
 def test_panel_tiles_are_where_they_should_be():
   tile = 64
-  picture = viz.panel(_result(), class_names=["a", "b", "c"], true_label=0,
+  picture = viz.panel(None, _result(), labels=["a", "b", "c"], true_label=0,
                       title="x.png", tile_size=tile)
   assert isinstance(picture, Image.Image) and picture.mode == "RGB"
   assert picture.width >= 3 * tile and picture.height >= 2 * tile
@@ -159,7 +159,7 @@ def test_panel_tiles_are_where_they_should_be():
 
 def test_panel_without_image_saliency_shows_na():
   tile = 48
-  picture = viz.panel(_result(n=12, saliency=False), tile_size=tile)
+  picture = viz.panel(None, _result(n=12, saliency=False), tile_size=tile)
   _, na = _bbox(picture, (220, 220, 220))
   assert na > tile * tile * 0.9  # the gray n/a tile, less its text
   _, red = _bbox(picture, (255, 0, 0))
@@ -170,11 +170,29 @@ def test_panel_rejects_mismatched_fields():
   bad = _result(sr=np.zeros((8, 8)))
   with pytest.raises(ValueError, match=r"`result.sr` \(shape=\(8, 8\)\) must "
                      r"be 16x16"):
-    viz.panel(bad)
+    viz.panel(None, bad)
   with pytest.raises(ValueError, match=r"has no field `image`"):
-    viz.panel(object())
+    viz.panel(None, object())
   with pytest.raises(ValueError, match=r"`tile_size` \(=8\) must be >= 16"):
-    viz.panel(_result(), tile_size=8)
+    viz.panel(None, _result(), tile_size=8)
+  for image, shape, dtype in ((np.zeros((8, 8, 3), np.uint8), r"\(8, 8, 3\)",
+                               "uint8"),
+                              (np.zeros((16, 16, 3)), r"\(16, 16, 3\)",
+                               "float64")):
+    with pytest.raises(ValueError, match=rf"`image` \(shape={shape}, "
+                       rf"dtype={dtype}\) must be uint8 16x16x3 like the maps"):
+      viz.panel(image, _result())
+
+
+def test_panel_shows_the_given_image():
+  tile = 64
+  magenta = np.zeros((16, 16, 3), np.uint8)
+  magenta[..., 0] = magenta[..., 2] = 255
+  picture = viz.panel(magenta, _result(), tile_size=tile)
+  (_, _, h, w), n = _bbox(picture, (255, 0, 255))
+  assert (h, w, n) == (tile, tile, tile * tile)
+  _, green = _bbox(picture, (0, 255, 0))  # result.image is not shown
+  assert green == 0
 
 
 def test_compare_models_panel_layout():
