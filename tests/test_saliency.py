@@ -155,7 +155,11 @@ def test_knn_k_larger_than_candidates():
          options=dict(max_side=48, border="edge")),
     dict(shape=(30, 40), channels=5, uint8=False,
          options=dict(max_side=36, output_size="working", k=32)),
-], ids=["rgb-36x48", "rgb-64x64", "rgb-resized", "gray-edge", "5planes"])
+    dict(shape=(36, 48), channels=3, uint8=True,
+         options=dict(SMALL, candidate_steps=(2, 3, 2, 1),
+                      reference_area=40.0, k=40)),
+], ids=["rgb-36x48", "rgb-64x64", "rgb-resized", "gray-edge", "5planes",
+        "steps-area"])
 def test_matches_numpy_reference(rng, case):
   image = smooth_image(rng, *case["shape"], case["channels"],
                        uint8=case["uint8"])
@@ -349,6 +353,11 @@ def test_k_larger_than_candidates_is_a_clear_error():
     (dict(k=0), r"`k` \(=0\) must be an int >= 1"),
     (dict(block_size=0), r"`block_size` \(=0\) must be an int >= 1"),
     (dict(num_devices=0), r"`num_devices` \(=0\) must be None or an int"),
+    (dict(candidate_steps=(3, 2)), r"`candidate_steps` \(=\(3, 2\)\) must be "
+     r"None \(the half-sizes\) or hold one int >= 1 per scale \(4\)"),
+    (dict(candidate_steps=(3, 2, 0, 1)), r"`candidate_steps` \(=\(3, 2, 0, "
+     r"1\)\) must be None"),
+    (dict(reference_area=0), r"`reference_area` \(=0.0\) must be > 0"),
     (dict(max_side=0), r"`max_side` \(=0\) must be an int >= 1 or None"),
     (dict(pyramid=(1.0, 2.0)), r"`pyramid` \(=\(1.0, 2.0\)\) must be"),
     (dict(focus_threshold=1.5), r"`focus_threshold` \(=1.5\) must be in"),

@@ -14,8 +14,9 @@ Steps, each constant a keyword argument of `context_aware`:
    A constant plane becomes 0.
 3. For each scale r in `scales` with half-size h in `half_sizes`: the
    feature image is resized by r (bilinear). Every pixel is a query patch of
-   (2h+1)^2 pixels. Candidate patches lie on a grid with step h (centres
-   h, 2h, 3h, ... with the patch inside the image) in the pyramid levels
+   (2h+1)^2 pixels. Candidate patches lie on a grid with step t (t = h
+   unless `candidate_steps` says otherwise: about 50% overlap; centres
+   h, h + t, h + 2t, ... with the patch inside the image) in the pyramid levels
    r·s for s in `pyramid` with r·s >= `min_pyramid_scale`; the level s = 1
    is the query image itself, the others are resized from the working image
    (bicubic).
@@ -23,7 +24,8 @@ Steps, each constant a keyword argument of `context_aware`:
    image divided by its larger side, candidates of other levels mapped to
    the query level by the half-pixel convention. The query's own grid patch
    is a candidate like any other.
-5. S_r = 1 - exp(-mean(d over the k smallest) · 49 / (2h+1)^2). With
+5. S_r = 1 - exp(-mean(d over the k smallest) · A / (2h+1)^2), with
+   A = `reference_area` = 49 (the area of the 7x7 patch at scale 1). With
    `border="zero"`, pixels closer than h to the border get S_r = 0; with
    `border="edge"` the image is edge-padded so that they have patches.
 6. Each S_r is resized to the working size (bilinear) and the maps are
@@ -130,13 +132,14 @@ def _scale_map(features: jax.Array, plan: Plan, index: int,
   for s, level_shape in scale.levels:
     level = (query_image if s == 1
              else rs.resize(features, level_shape, "cubic"))
-    candidates.append(_patches(level, h, h))
-    n_rows = (level_shape[0] - 2 * h - 1) // h + 1
-    n_cols = (level_shape[1] - 2 * h - 1) // h + 1
-    rows = rs.map_coordinates_back(h + h * np.arange(n_rows), level_shape[0],
-                                   height)
-    cols = rs.map_coordinates_back(h + h * np.arange(n_cols), level_shape[1],
-                                   width)
+    step = scale.step
+    candidates.append(_patches(level, h, step))
+    n_rows = (level_shape[0] - 2 * h - 1) // step + 1
+    n_cols = (level_shape[1] - 2 * h - 1) // step + 1
+    rows = rs.map_coordinates_back(h + step * np.arange(n_rows),
+                                   level_shape[0], height)
+    cols = rs.map_coordinates_back(h + step * np.arange(n_cols),
+                                   level_shape[1], width)
     positions.append(_grid(rows, cols) / side)
 
   if opts.border == "edge":
@@ -152,7 +155,7 @@ def _scale_map(features: jax.Array, plan: Plan, index: int,
           np.concatenate(positions))
   mean_d = knn(*args) if mesh is None else _split_queries(knn, mesh, *args)
   area = (2 * h + 1) ** 2
-  saliency = 1.0 - jnp.exp(-mean_d * (49.0 / area))
+  saliency = 1.0 - jnp.exp(-mean_d * (opts.reference_area / area))
   saliency = saliency.reshape(len(q_rows), len(q_cols))
   if opts.border == "zero":
     saliency = jnp.pad(saliency, h)
@@ -284,8 +287,10 @@ def context_aware(image: jax.typing.ArrayLike, **options) -> jax.Array:
       called on a tracer inside the caller's `jit`).
     **options: keyword-only constants of the algorithm (see the module
       docstring): `max_side=250` (None: no resize), `scales=(1.0, 0.8, 0.5,
-      0.3)`, `half_sizes=(3, 2, 1, 1)`, `pyramid=(1.0, 0.5, 0.25)`,
-      `min_pyramid_scale=0.2`, `c=3.0`, `k=64`, `focus_threshold=0.8`,
+      0.3)`, `half_sizes=(3, 2, 1, 1)`, `candidate_steps=None` (one grid
+      step per scale; None: the half-sizes), `pyramid=(1.0, 0.5, 0.25)`,
+      `min_pyramid_scale=0.2`, `c=3.0`, `k=64`, `reference_area=49.0`,
+      `focus_threshold=0.8`,
       `border="zero"` or `"edge"`, `block_size=512` (queries per block and
       device: memory, not results), `output_size="input"` or `"working"`,
       `num_devices=None` (devices to split the work over; None: all that

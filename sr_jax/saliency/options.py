@@ -24,10 +24,12 @@ class Options:
   max_side: int | None = 250
   scales: tuple[float, ...] = (1.0, 0.8, 0.5, 0.3)
   half_sizes: tuple[int, ...] = (3, 2, 1, 1)
+  candidate_steps: tuple[int, ...] | None = None
   pyramid: tuple[float, ...] = (1.0, 0.5, 0.25)
   min_pyramid_scale: float = 0.2
   c: float = 3.0
   k: int = 64
+  reference_area: float = 49.0
   focus_threshold: float = 0.8
   border: str = "zero"
   block_size: int = 512
@@ -45,10 +47,13 @@ class Options:
     for key in ("scales", "half_sizes", "pyramid"):
       if key in options:
         options[key] = _as_tuple(key, options[key])
+    if options.get("candidate_steps") is not None:
+      options["candidate_steps"] = _as_tuple("candidate_steps",
+                                             options["candidate_steps"])
     for key in ("scales", "pyramid"):
       if key in options:
         options[key] = tuple(_as_float(key, v) for v in options[key])
-    for key in ("min_pyramid_scale", "c", "focus_threshold"):
+    for key in ("min_pyramid_scale", "c", "focus_threshold", "reference_area"):
       if key in options:
         options[key] = _as_float(key, options[key])
     opts = cls(**options)
@@ -69,6 +74,12 @@ class Options:
       raise ValueError(
           f"`half_sizes` (={self.half_sizes}) must hold one int >= 1 per "
           f"scale ({len(self.scales)}).")
+    if self.candidate_steps is not None and (
+        len(self.candidate_steps) != len(self.scales)
+        or not all(_is_int(t, 1) for t in self.candidate_steps)):
+      raise ValueError(
+          f"`candidate_steps` (={self.candidate_steps}) must be None (the "
+          f"half-sizes) or hold one int >= 1 per scale ({len(self.scales)}).")
     if not self.pyramid or any(not 0 < s <= 1 for s in self.pyramid):
       raise ValueError(
           f"`pyramid` (={self.pyramid}) must be a non-empty tuple of "
@@ -80,6 +91,9 @@ class Options:
       raise ValueError(f"`c` (={self.c}) must be >= 0.")
     if not _is_int(self.k, 1):
       raise ValueError(f"`k` (={self.k!r}) must be an int >= 1.")
+    if not self.reference_area > 0:
+      raise ValueError(
+          f"`reference_area` (={self.reference_area}) must be > 0.")
     if not 0 <= self.focus_threshold <= 1:
       raise ValueError(
           f"`focus_threshold` (={self.focus_threshold}) must be in [0, 1].")
@@ -105,6 +119,7 @@ class ScalePlan:
 
   scale: float
   half_size: int
+  step: int  # of the candidate grid
   shape: tuple[int, int]
   levels: tuple[tuple[float, tuple[int, int]], ...]  # (s, shape) per level
   n_candidates: int
@@ -120,12 +135,15 @@ class Plan:
   scales: tuple[ScalePlan, ...]
 
 
-def grid_count(shape: tuple[int, int], half: int) -> int:
-  """Number of candidate patches (step `half`) fully inside `shape`."""
+def grid_count(shape: tuple[int, int], half: int, step: int | None = None
+               ) -> int:
+  """Number of candidate patches (grid step `step`, default `half`) fully
+  inside `shape`."""
+  step = half if step is None else step
   size = 2 * half + 1
   if min(shape) < size:
     return 0
-  return ((shape[0] - size) // half + 1) * ((shape[1] - size) // half + 1)
+  return ((shape[0] - size) // step + 1) * ((shape[1] - size) // step + 1)
 
 
 def make_plan(input_shape: Sequence[int], options: Options) -> Plan:
@@ -141,7 +159,8 @@ def make_plan(input_shape: Sequence[int], options: Options) -> Plan:
   height, width = (int(n) for n in input_shape)
   working = rs.working_shape(height, width, options.max_side)
   scales = []
-  for r, h in zip(options.scales, options.half_sizes):
+  steps = options.candidate_steps or options.half_sizes
+  for r, h, step in zip(options.scales, options.half_sizes, steps):
     shape = rs.scaled_shape(working, r)
     size = 2 * h + 1
     if min(shape) < size:
@@ -155,15 +174,16 @@ def make_plan(input_shape: Sequence[int], options: Options) -> Plan:
     for s in dict.fromkeys(float(s) for s in options.pyramid):
       level = shape if s == 1 else rs.scaled_shape(working, r * s)
       if (r * s >= options.min_pyramid_scale - 1e-9
-          and grid_count(level, h) > 0):
+          and grid_count(level, h, step) > 0):
         levels.append((s, level))
-    n = sum(grid_count(level, h) for _, level in levels)
+    n = sum(grid_count(level, h, step) for _, level in levels)
     if options.k > n:
       raise ValueError(
           f"`k` (={options.k}) must be <= the number of candidates (={n}) "
           f"at scale {r} ({shape[0]}x{shape[1]} px, {h}-px half-size); "
           "use a smaller `k` or a larger image.")
-    scales.append(ScalePlan(float(r), int(h), shape, tuple(levels), n))
+    scales.append(ScalePlan(float(r), int(h), int(step), shape, tuple(levels),
+                            n))
   return Plan(options, (height, width), working, tuple(scales))
 
 

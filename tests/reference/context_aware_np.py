@@ -77,8 +77,10 @@ def patch_at(image: np.ndarray, y: int, x: int, h: int) -> np.ndarray:
 
 
 def single_scale(feats: np.ndarray, working, r, h, *, pyramid,
-                 min_pyramid_scale, c, k, border) -> np.ndarray:
+                 min_pyramid_scale, c, k, border, step=None,
+                 reference_area=49.0) -> np.ndarray:
   """S_r at the size of the scale-r image (steps 3-5), by brute force."""
+  step = h if step is None else step
   shape = scaled(working, r)
   image = resize(feats, shape, "linear")
   side = max(shape)
@@ -88,8 +90,8 @@ def single_scale(feats: np.ndarray, working, r, h, *, pyramid,
       continue
     level_shape = shape if s == 1 else scaled(working, r * s)
     level = image if s == 1 else resize(feats, level_shape, "cubic")
-    for y in range(h, level_shape[0] - h, h):
-      for x in range(h, level_shape[1] - h, h):
+    for y in range(h, level_shape[0] - h, step):
+      for x in range(h, level_shape[1] - h, step):
         cand_vecs.append(patch_at(level, y, x, h))
         y_q = (y + 0.5) * shape[0] / level_shape[0] - 0.5
         x_q = (x + 0.5) * shape[1] / level_shape[1] - 0.5
@@ -111,14 +113,16 @@ def single_scale(feats: np.ndarray, working, r, h, *, pyramid,
     d_colour = np.sqrt(((queries[:, None] - cand_vecs[None]) ** 2).sum(-1))
     d_pos = np.sqrt(((q_pos[:, None] - cand_pos[None]) ** 2).sum(-1))
     d = np.sort(d_colour / (1 + c * d_pos), axis=1)[:, :k]
-    out[y, list(cols)] = 1 - np.exp(-d.mean(1) * 49 / (2 * h + 1) ** 2)
+    out[y, list(cols)] = 1 - np.exp(-d.mean(1) * reference_area
+                                    / (2 * h + 1) ** 2)
   return out
 
 
 def context_aware(image, *, max_side=250, scales=(1.0, 0.8, 0.5, 0.3),
                   half_sizes=(3, 2, 1, 1), pyramid=(1.0, 0.5, 0.25),
                   min_pyramid_scale=0.2, c=3.0, k=64, focus_threshold=0.8,
-                  border="zero", output_size="input") -> np.ndarray:
+                  border="zero", output_size="input", candidate_steps=None,
+                  reference_area=49.0) -> np.ndarray:
   """The whole algorithm on one HxW or HxWxC image, in float64."""
   image = np.asarray(image)
   x = image.astype(np.float64) / (255.0 if image.dtype == np.uint8 else 1.0)
@@ -132,10 +136,11 @@ def context_aware(image, *, max_side=250, scales=(1.0, 0.8, 0.5, 0.3),
   feats = features(resize(x, working, "linear"))
 
   total = np.zeros(working)
-  for r, h in zip(scales, half_sizes):
+  steps = candidate_steps or half_sizes
+  for r, h, step in zip(scales, half_sizes, steps):
     s_r = single_scale(feats, working, r, h, pyramid=pyramid,
                        min_pyramid_scale=min_pyramid_scale, c=c, k=k,
-                       border=border)
+                       border=border, step=step, reference_area=reference_area)
     total += resize(s_r[..., None], working, "linear")[..., 0]
   sal = total / len(scales)
 
