@@ -266,8 +266,9 @@ def test_alexnet_224_matches_captum(case):
 
 
 @pytest.mark.slow
-def test_vgg16_224_epsilon_matches_captum():
-  _check("vgg16", "epsilon", 224, 1)
+@pytest.mark.parametrize("case", ["epsilon", "gamma", "zplus"])
+def test_vgg16_224_matches_captum(case):
+  _check("vgg16", case, 224, 1)
 
 
 @pytest.mark.slow
