@@ -1,11 +1,13 @@
 """Tests of the `explain` absl script, run as users run it (a subprocess)."""
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -86,3 +88,100 @@ def test_explain_errors(explain, tmp_path):
   proc = explain("--model=vgg_tiny")
   assert proc.returncode == 1
   assert "Give --image=FILE, or --sample." in proc.stderr
+
+
+def write_image(tmp_path, seed=5):
+  """A random 32x32 RGB image (vgg_tiny's input size) as `<tmp>/cat.png`."""
+  image = np.random.default_rng(seed).integers(0, 256, (32, 32, 3), np.uint8)
+  Image.fromarray(image).save(tmp_path / "cat.png")
+  return image, tmp_path / "cat.png"
+
+
+def load_npz(path):
+  with np.load(path, allow_pickle=False) as z:
+    return {k: z[k] for k in z.files}
+
+
+def test_explain_with_another_composite(explain, tmp_path):
+  image, path = write_image(tmp_path)
+  out = tmp_path / "out"
+  proc = explain(f"--image={path}", "--model=vgg_tiny", f"--out={out}",
+                 "--target=3", "--relevance_image=sum_abs",
+                 "--composite=epsilon_plus_flat",
+                 '--saliency_options={"max_side": null}')
+  assert proc.returncode == 0, proc.stderr
+  got = load_npz(out / "cat.png.npz")
+  assert got["relevance"].shape == (32, 32, 3)
+  assert np.all(np.isfinite(got["relevance"]))
+  # The script's default weights for vgg_tiny are the PRNGKey(0) ones.
+  model, variables = sr_jax.load_model("vgg_tiny")
+  opts = dict(arch="vgg_tiny", target=3, relevance_image="sum_abs",
+              max_side=None)
+  want = sr.sr_map(model, variables, image, composite="epsilon_plus_flat",
+                   **opts)
+  assert_maps_close(got, want.arrays())
+  # ... and not the default composite's result (far beyond rounding).
+  default = sr.sr_map(model, variables, image, **opts)
+  scale = np.abs(default.relevance).max()
+  assert np.abs(got["relevance"] - default.relevance).max() > 0.1 * scale
+  assert "explained 3;" in proc.stdout.splitlines()[5]
+
+
+def test_explain_with_a_weights_file(explain, tmp_path):
+  image, path = write_image(tmp_path)
+  # Weights other than the default (PRNGKey(0)) ones, with class names.
+  model, variables = sr_jax.load_model("vgg_tiny", key=jax.random.PRNGKey(7))
+  names = [f"kind{i}" for i in range(10)]
+  weights = weights_lib.save(tmp_path / "w" / "tiny.safetensors", variables,
+                             arch="vgg_tiny",
+                             metadata={"classes": json.dumps(names)})
+  out = tmp_path / "out"
+  proc = explain(f"--image={path}", "--model=vgg_tiny", f"--weights={weights}",
+                 f"--out={out}", '--saliency_options={"max_side": null}')
+  assert proc.returncode == 0, proc.stderr
+  got = load_npz(out / "cat.png.npz")
+  # The logits are those of the weights in the file, loaded in this process.
+  model, loaded = weights_lib.load(weights)
+  x = sr_jax.preprocess(image, "vgg_tiny")
+  logits = np.asarray(model.apply(loaded, x))[0]
+  np.testing.assert_allclose(got["logits"], logits, rtol=1e-5, atol=1e-6)
+  default_logits = np.asarray(
+      model.apply(sr_jax.load_model("vgg_tiny")[1], x))[0]
+  assert np.argmax(logits) != np.argmax(default_logits)  # 5, not 2.
+  assert int(got["target"]) == int(np.argmax(logits))
+  want = sr.sr_map(model, loaded, image, arch="vgg_tiny", max_side=None)
+  assert_maps_close(got, want.arrays())
+  # The class names come from the file's metadata.
+  p = softmax(got["logits"])
+  order = np.argsort(-p)[:5]
+  lines = proc.stdout.splitlines()
+  assert lines[:5] == [f"{label(i, names)} {p[i]:.2f}" for i in order]
+  assert f"explained {label(int(np.argmax(logits)), names)};" in lines[5]
+
+
+def test_explain_weights_and_composite_errors(explain, tmp_path):
+  _, path = write_image(tmp_path)
+  out = tmp_path / "out"
+  missing = tmp_path / "missing.safetensors"
+  proc = explain(f"--image={path}", "--model=vgg_tiny", f"--weights={missing}",
+                 f"--out={out}")
+  assert proc.returncode == 2
+  assert re.search(r"error: `path` \(='.*/missing\.safetensors'\) is not a "
+                   r"file\.", proc.stderr), proc.stderr
+  # A file of another architecture.
+  _, other = sr_jax.load_model("demo_vgg_tiny", key=jax.random.PRNGKey(0))
+  wrong = weights_lib.save(tmp_path / "demo.safetensors", other,
+                           arch="demo_vgg_tiny")
+  proc = explain(f"--image={path}", "--model=vgg_tiny", f"--weights={wrong}",
+                 f"--out={out}")
+  assert proc.returncode == 2
+  assert re.search(r"error: Weights in '.*/demo\.safetensors' \(the file says "
+                   r"arch='demo_vgg_tiny'\) do not fit architecture "
+                   r"`vgg_tiny`", proc.stderr), proc.stderr
+  # An unknown composite.
+  proc = explain(f"--image={path}", "--model=vgg_tiny", "--composite=nope",
+                 f"--out={out}")
+  assert proc.returncode == 2
+  assert re.search(r"error: Unknown `composite` \(='nope'\); known "
+                   r"composites: .*epsilon_plus_flat", proc.stderr), proc.stderr
+  assert not list(out.glob("*.npz"))

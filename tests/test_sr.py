@@ -199,22 +199,60 @@ def test_top_predictions(rng):
       (0, "0", pytest.approx(1 / (1 + np.exp(2.0))))]
 
 
-@pytest.mark.slow
-def test_sr_map_vgg16_random_weights(rng):
+@pytest.fixture(scope="module")
+def vgg16_random():
+  """Full-size VGG-16 with random weights, two random images of different
+  sizes (both become 224x224 crops) and their `sr_map` results.
+
+  Computed once for the slow tests below: `sr_map` on VGG-16 takes several
+  seconds per image on a small CPU.
+  """
   model, variables = sr_jax.load_model("vgg16", key=jax.random.PRNGKey(0))
-  image = rng.integers(0, 256, (240, 320, 3), np.uint8)
-  out = sr.sr_map(model, variables, image, arch="vgg16")
-  np.testing.assert_array_equal(out.image, resize_center_crop(image, 256, 224))
-  assert out.logits.shape == (1000,)
-  assert out.relevance.shape == out.relevance_image.shape == (224, 224, 3)
-  assert out.sr.shape == out.image_saliency.shape == out.edges.shape == (224, 224)
-  assert np.all(np.isfinite(out.relevance))
-  for m in (out.relevance_image, out.sr, out.image_saliency):
-    assert m.min() >= 0.0 and m.max() <= 1.0 and m.max() > 0.0
-  assert 0.0 < out.probability < 1.0
-  [many] = sr.sr_map_batch(model, variables, [image], arch="vgg16")
-  assert many.target == out.target
-  assert_maps_close(many.arrays(), out.arrays())
+  rng = np.random.default_rng(0)
+  images = [rng.integers(0, 256, (240, 320, 3), np.uint8),
+            rng.integers(0, 256, (300, 260, 3), np.uint8)]
+  singles = [sr.sr_map(model, variables, im, arch="vgg16") for im in images]
+  return model, variables, images, singles
+
+
+@pytest.mark.slow
+def test_sr_map_vgg16_random_weights(vgg16_random):
+  model, variables, images, singles = vgg16_random
+  for image, out in zip(images, singles):
+    np.testing.assert_array_equal(out.image,
+                                  resize_center_crop(image, 256, 224))
+    assert out.logits.shape == (1000,)
+    assert out.relevance.shape == out.relevance_image.shape == (224, 224, 3)
+    assert out.sr.shape == out.image_saliency.shape == out.edges.shape == (
+        224, 224)
+    assert np.all(np.isfinite(out.relevance))
+    for m in (out.relevance_image, out.sr, out.image_saliency):
+      assert m.min() >= 0.0 and m.max() <= 1.0 and m.max() > 0.0
+    assert 0.0 < out.probability < 1.0
+  # A second run on the same image gives the same bits.
+  again = sr.sr_map(model, variables, images[0], arch="vgg16")
+  want = singles[0].arrays()
+  assert sorted(again.arrays()) == sorted(want)
+  for key, value in want.items():
+    np.testing.assert_array_equal(again.arrays()[key], value, err_msg=key)
+  np.testing.assert_array_equal(again.logits, singles[0].logits)
+  assert again.target == singles[0].target
+  assert again.probability == singles[0].probability
+
+
+@pytest.mark.slow
+def test_sr_map_batch_vgg16_two_images(vgg16_random):
+  model, variables, images, singles = vgg16_random
+  # The two images (of different sizes) give different crops and maps, so a
+  # batch that mixed them up, or explained one twice, would not pass.
+  assert images[0].shape != images[1].shape
+  assert not np.array_equal(singles[0].image, singles[1].image)
+  assert not np.allclose(singles[0].relevance, singles[1].relevance)
+  many = sr.sr_map_batch(model, variables, images, arch="vgg16")
+  assert len(many) == 2
+  for single, batched in zip(singles, many):
+    assert batched.target == single.target
+    assert_maps_close(batched.arrays(), single.arrays())
 
 
 def test_script_flag_modes_match_the_library():
