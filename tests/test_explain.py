@@ -166,8 +166,9 @@ def test_explain_weights_and_composite_errors(explain, tmp_path):
   proc = explain(f"--image={path}", "--model=vgg_tiny", f"--weights={missing}",
                  f"--out={out}")
   assert proc.returncode == 2
-  assert re.search(r"error: `path` \(='.*/missing\.safetensors'\) is not a "
-                   r"file\.", proc.stderr), proc.stderr
+  assert re.search(r"error: --weights='.*/missing\.safetensors' is not a "
+                   r"file; give a safetensors weights file", proc.stderr), (
+                       proc.stderr)
   # A file of another architecture.
   _, other = sr_jax.load_model("demo_vgg_tiny", key=jax.random.PRNGKey(0))
   wrong = weights_lib.save(tmp_path / "demo.safetensors", other,

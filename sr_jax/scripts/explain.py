@@ -45,6 +45,11 @@ def run(argv) -> int:
   from sr_jax.classes import label  # pylint: disable=import-outside-toplevel
   from sr_jax.data import synthetic  # pylint: disable=import-outside-toplevel
   model, true_label = FLAGS.model, None
+  if FLAGS.weights is not None and not Path(FLAGS.weights).is_file():
+    print(f"error: --weights={FLAGS.weights!r} is not a file; give a "
+          "safetensors weights file for --model, or leave --weights out.",
+          file=sys.stderr)
+    return 2
   try:
     if FLAGS.sample or FLAGS.image == "sample":
       image, true_label, _ = synthetic.sample(synthetic.SAMPLE_SEED,
