@@ -74,7 +74,7 @@ def main() -> None:
   halves = [jax.device_put(images[:4], jax.devices()[0]),
             jax.device_put(images[4:], jax.devices()[0])]
   run = lambda x: np.asarray(ca._batch(x, plan, None))  # pylint: disable=protected-access
-  run(halves[0])  # compiled before the timed calls
+  run(halves[0])  # compiled before the compared calls
   sequential = np.concatenate([run(h) for h in halves])
   rows["sequential"] = _errors(sequential, reference)
   out = [None, None]
@@ -95,8 +95,7 @@ def main() -> None:
   print(f"{'run':<11}" + "".join(f"{i:>9}" for i in range(len(images))))
   for name, errors in rows.items():
     print(f"{name:<11}" + "".join(f"{e:9.1e}" for e in errors))
-  payload = {"jax": jax.__version__, "jaxlib": jax.lib.__version__
-             if hasattr(jax.lib, "__version__") else None,
+  payload = {"jax": jax.__version__, "jaxlib": jax.lib.__version__,
              "machine": platform.processor() or platform.machine(),
              "cores": os.cpu_count(),
              "affinity": len(os.sched_getaffinity(0)),

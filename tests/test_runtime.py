@@ -19,9 +19,14 @@ print(json.dumps({{"devices": len(jax.devices("cpu")),
 """
 
 
+def _clean_env() -> dict:
+  """This process's environment without the variables sr_jax.runtime reads."""
+  return {k: v for k, v in os.environ.items()
+          if k not in ("XLA_FLAGS", runtime.ENV, runtime.DEVICES_ENV)}
+
+
 def _probe(env_extra: dict, before: str = "") -> dict:
-  env = {k: v for k, v in os.environ.items()
-         if k not in ("XLA_FLAGS", runtime.ENV, runtime.DEVICES_ENV)}
+  env = _clean_env()
   env.update(env_extra)
   out = subprocess.run([sys.executable, "-c", _PROBE.format(before=before)],
                        env=env, capture_output=True, text=True, timeout=300,
@@ -47,8 +52,7 @@ def test_devices_are_an_opt_in_from_the_environment():
 
 @pytest.mark.parametrize("bad", ["0", "-2", "two", "1.5"])
 def test_bad_device_count_in_the_environment(bad):
-  env = {k: v for k, v in os.environ.items()
-         if k not in ("XLA_FLAGS", runtime.ENV, runtime.DEVICES_ENV)}
+  env = _clean_env()
   env[runtime.DEVICES_ENV] = bad
   out = subprocess.run([sys.executable, "-c", "import sr_jax"], env=env,
                        capture_output=True, text=True, timeout=300,

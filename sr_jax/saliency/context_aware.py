@@ -73,7 +73,7 @@ from sr_jax.saliency import resize as rs
 from sr_jax.saliency.color import rgb_to_lab
 from sr_jax.saliency.distance_transform import distance_transform
 from sr_jax.saliency.knn import mean_knn_distance
-from sr_jax.saliency.options import Options, Plan, make_plan
+from sr_jax.saliency.options import Options, Plan, grid_length, make_plan
 
 __all__ = ["context_aware", "context_aware_batch"]
 
@@ -129,13 +129,12 @@ def _scale_map(features: jax.Array, plan: Plan, index: int,
   query_image = rs.resize(features, scale.shape, "linear")
 
   candidates, positions = [], []
+  step = scale.step
   for s, level_shape in scale.levels:
     level = (query_image if s == 1
              else rs.resize(features, level_shape, "cubic"))
-    step = scale.step
     candidates.append(_patches(level, h, step))
-    n_rows = (level_shape[0] - 2 * h - 1) // step + 1
-    n_cols = (level_shape[1] - 2 * h - 1) // step + 1
+    n_rows, n_cols = (grid_length(n, h, step) for n in level_shape)
     rows = rs.map_coordinates_back(h + step * np.arange(n_rows),
                                    level_shape[0], height)
     cols = rs.map_coordinates_back(h + step * np.arange(n_cols),

@@ -135,15 +135,15 @@ class Plan:
   scales: tuple[ScalePlan, ...]
 
 
-def grid_count(shape: tuple[int, int], half: int, step: int | None = None
-               ) -> int:
-  """Number of candidate patches (grid step `step`, default `half`) fully
-  inside `shape`."""
-  step = half if step is None else step
-  size = 2 * half + 1
-  if min(shape) < size:
-    return 0
-  return ((shape[0] - size) // step + 1) * ((shape[1] - size) // step + 1)
+def grid_length(length: int, half: int, step: int) -> int:
+  """Candidate patch centres along one axis of `length` pixels: h, h + step,
+  ... with the (2h+1)-pixel patch inside (0 if it does not fit)."""
+  return max((length - 2 * half - 1) // step + 1, 0)
+
+
+def grid_count(shape: tuple[int, int], half: int, step: int) -> int:
+  """Number of candidate patches (grid step `step`) fully inside `shape`."""
+  return grid_length(shape[0], half, step) * grid_length(shape[1], half, step)
 
 
 def make_plan(input_shape: Sequence[int], options: Options) -> Plan:
