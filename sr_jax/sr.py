@@ -23,19 +23,22 @@ import json
 import time
 from typing import Any, Mapping, Optional, Sequence, Union
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sr_jax import lrp, saliency, viz
+from sr_jax import attribution, lrp, saliency, viz
 from sr_jax import weights as weights_lib
+from sr_jax.core import backward as core
+from sr_jax.core.models import as_function
 from sr_jax.classes import imagenet_classes, label
 from sr_jax.models.preprocess import (as_rgb_uint8, preprocess,
                                       resize_center_crop)
 from sr_jax.models.registry import get_arch
 
 RELEVANCE_IMAGES = ("abs_rgb", "sum_abs", "positive")
+_LEGACY = ("method", "method_options", "composite", "relevance_image",
+           "with_image_saliency")
 
 Target = Union[None, int, Sequence[int], np.ndarray]
 
@@ -76,6 +79,120 @@ class SRResult:
     if self.image_saliency is None:
       del out["image_saliency"]
     return out
+
+
+def _frozen(value: Any) -> Any:
+  if isinstance(value, Mapping):
+    return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+  if isinstance(value, (list, tuple)):
+    return tuple(_frozen(v) for v in value)
+  if isinstance(value, np.ndarray):
+    return tuple(_frozen(v) for v in value.tolist())
+  return value
+
+
+@dataclasses.dataclass(frozen=True)
+class SRConfig:
+  """What an SR map is made of: one frozen, hashable value.
+
+  The SR map is context-aware saliency of *an* attribution map (Li et al.
+  2017 used LRP): `method` makes the map, `relevance_image` turns it into an
+  image, and `saliency_options` configure `sr_jax.saliency.context_aware`.
+
+  Attributes:
+    method: a name in `sr_jax.attribution.METHODS` ("lrp", "gradient",
+      "grad_cam", ...) or a method function.
+    method_options: the method's keyword options, as sorted (name, value)
+      pairs (`SRConfig.make` takes a dict); LRP's default composite is the
+      SR paper's, "sr_paper".
+    relevance_image: see `relevance_to_image`.
+    with_image_saliency: also compute the saliency of the image itself.
+    saliency_options: `context_aware` options, as sorted pairs; without
+      `max_side` the maps keep the crop's size (`saliency_options_for`).
+
+  Examples:
+    >>> SRConfig.make(method="lrp", composite="epsilon_plus").options()
+    {'composite': 'epsilon_plus'}
+  """
+
+  method: Any = "lrp"
+  method_options: tuple = (("composite", "sr_paper"),)
+  relevance_image: str = "abs_rgb"
+  with_image_saliency: bool = True
+  saliency_options: tuple = ()
+
+  @classmethod
+  def make(cls, *, method: Any = "lrp",
+           method_options: Optional[Mapping[str, Any]] = None,
+           composite: Any = None, relevance_image: str = "abs_rgb",
+           with_image_saliency: bool = True,
+           saliency_options: Optional[Mapping[str, Any]] = None
+           ) -> "SRConfig":
+    """A checked config from keyword values.
+
+    `composite` is the documented alias of `method_options={"composite":
+    ...}` for `method="lrp"`.
+
+    Raises:
+      ValueError: for an unknown method or relevance image, options that
+        are not a mapping, or `composite` given with another method.
+    """
+    attribution.get_method(method)
+    if method_options is not None and not isinstance(method_options, Mapping):
+      raise ValueError(
+          f"`method_options` (={method_options!r}) must be a dict of the "
+          "method's keyword options.")
+    opts = dict(method_options or {})
+    if composite is not None:
+      if method != "lrp":
+        raise ValueError(
+            f"`composite` (={composite!r}) applies to method 'lrp' only, not "
+            f"to `method` (={method!r}); pass method_options instead.")
+      opts["composite"] = composite
+    if method == "lrp":
+      opts.setdefault("composite", "sr_paper")
+    if relevance_image not in RELEVANCE_IMAGES:
+      raise ValueError(f"`relevance_image` (={relevance_image!r}) must be one "
+                       f"of {', '.join(repr(m) for m in RELEVANCE_IMAGES)}.")
+    return cls(method, _frozen(opts), relevance_image,
+               bool(with_image_saliency), _frozen(saliency_options or {}))
+
+  def options(self) -> dict[str, Any]:
+    """The method's options as a dict."""
+    return dict(self.method_options)
+
+  def saliency(self) -> dict[str, Any]:
+    """The saliency options as a dict."""
+    return dict(self.saliency_options)
+
+  def describe(self) -> dict[str, Any]:
+    """A JSON-friendly description (for run records)."""
+    name = self.method if isinstance(self.method, str) else getattr(
+        self.method, "__name__", repr(self.method))
+    return {"method": name, "method_options": {
+        k: (v if isinstance(v, (str, int, float, bool, type(None))) else
+            repr(v)) for k, v in self.method_options},
+            "relevance_image": self.relevance_image,
+            "with_image_saliency": self.with_image_saliency,
+            "saliency_options": dict(self.saliency_options)}
+
+
+def config_from(config: Optional[SRConfig], legacy: Mapping[str, Any]
+                ) -> SRConfig:
+  """`config`, or one built from the keyword arguments of `sr_map` and
+  friends (`method`, `method_options`, `composite`, `relevance_image`,
+  `with_image_saliency`, and saliency options by name)."""
+  kw = {k: v for k, v in legacy.items() if k in _LEGACY and v is not None}
+  sal = {k: v for k, v in legacy.items() if k not in _LEGACY}
+  sal.update(legacy.get("saliency_options") or {})
+  sal.pop("saliency_options", None)
+  if config is not None:
+    if kw or sal:
+      raise ValueError(
+          f"Give either `config` or keyword options, not both (got "
+          f"{sorted(set(kw) | set(sal))} with a config).")
+    return config
+  return SRConfig.make(**kw, saliency_options=sal)
 
 
 def relevance_to_image(relevance: jax.typing.ArrayLike,
@@ -130,24 +247,27 @@ def normalise(crops: np.ndarray, *, arch: str) -> jax.Array:
   return jnp.concatenate([preprocess(c, spec) for c in crops])
 
 
-def _check_target(target: Target, n: int, num_classes: int) -> Optional[jax.Array]:
-  if target is None:
-    return None
-  t = np.broadcast_to(np.asarray(target), (n,)) if np.ndim(target) == 0 \
-      else np.asarray(target)
-  if t.shape != (n,) or not np.issubdtype(t.dtype, np.integer) \
-      or t.min() < 0 or t.max() >= num_classes:
-    raise ValueError(f"`target` (={target!r}) must be None, or an int (or one "
-                     f"per image, {n} here) in 0..{num_classes - 1}.")
-  return jnp.asarray(t, jnp.int32)
+@functools.partial(jax.jit, static_argnames=("fn", "config"))
+def _relevance_step(fn: Any, params: Any, x: jax.Array,
+                    target: jax.Array, *, config: SRConfig):
+  """The method's map, the logits, and the map as an image (one jit)."""
+  opts = config.options()
+  if config.method == "lrp":
+    r, logits = lrp.relevance(fn, params, x, target=target,
+                              return_logits=True, **opts)
+  else:
+    r = attribution.get_method(config.method)(fn, params, x, target=target,
+                                              **opts)
+    logits = core.logits(fn, params, x)
+  return r, logits, relevance_to_image(r, config.relevance_image)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "composite", "mode"))
-def _relevance_step(model: nn.Module, variables: Any, x: jax.Array,
-                    target: Optional[jax.Array], *, composite: Any, mode: str):
-  r, logits = lrp.relevance(model, variables, x, target=target,
-                            composite=composite, return_logits=True)
-  return r, logits, relevance_to_image(r, mode)
+def attribute(model: Any, variables: Any, x: jax.Array, t: jax.Array,
+              config: SRConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`(map, logits, map image)` of the config's method for a batch `x`,
+  with `t` from `sr_jax.core.backward.target_array` (-1: the argmax)."""
+  fn, params = as_function(model, variables)
+  return _relevance_step(fn, params, core.check_input(x), t, config=config)
 
 
 def _softmax(logits: jax.typing.ArrayLike) -> np.ndarray:
@@ -184,23 +304,21 @@ class _Clock:
 
 
 def explain_crops(
-    model: nn.Module,
+    model: Any,
     variables: Any,
     crops: np.ndarray,
     *,
     arch: str,
     target: Target = None,
-    composite: Any = "sr_paper",
-    relevance_image: str = "abs_rgb",
-    with_image_saliency: bool = True,
-    saliency_options: Optional[Mapping[str, Any]] = None,
+    config: Optional[SRConfig] = None,
     mesh: Optional[jax.sharding.Mesh] = None,
     timings: Optional[dict[str, float]] = None,
+    **options: Any,
 ) -> list[SRResult]:
   """SR results for a uint8 NxHxWx3 stack of crops made by `prepare`.
 
-  LRP and the relevance image run in one jitted step (compiled once per
-  model, composite, mode and shape); both saliency maps run through
+  The method's map and the relevance image run in one jitted step (compiled
+  once per model, config and shape); both saliency maps run through
   `sr_jax.saliency.context_aware_batch` (jitted, split over the devices);
   Canny runs on the host.
 
@@ -209,40 +327,37 @@ def explain_crops(
     crops: uint8 NxHxWx3, all the same size.
     arch: architecture name, for the normalisation.
     target: None (each image's top class), a class index, or one per image.
-    composite: LRP composite name or object (`sr_jax.lrp.composites`).
-    relevance_image: see `relevance_to_image`.
-    with_image_saliency: also compute the saliency of the crops.
-    saliency_options: keyword options of `context_aware_batch`; without
-      `max_side` the maps keep the crop's size (`saliency_options_for`).
+    config: an `SRConfig`; or give its fields as keyword `options` (method,
+      method_options, composite, relevance_image, with_image_saliency,
+      saliency_options).
     mesh: a 1-D `jax.sharding.Mesh` with axis "batch"; when given, the batch
       axis is sharded over it (N must be a multiple of its size) and the
       variables are replicated.
     timings: a dict to which the seconds of each stage are added:
       "preprocess", "lrp", "saliency_relevance", "saliency_image", "edges".
+    **options: see `config`.
 
   Returns:
     One `SRResult` per crop, in order.
   """
+  config = config_from(config, options)
   clock = _Clock(timings)
   crops = np.stack([as_rgb_uint8(c, name="crops[i]") for c in crops])
-  opts = saliency_options_for(crops.shape[1:3], saliency_options)
-  num_classes = get_arch(arch).num_classes
-  t = _check_target(target, len(crops), num_classes)
+  opts = saliency_options_for(crops.shape[1:3], config.saliency())
+  t = core.target_array(target, len(crops), get_arch(arch).num_classes)
   x = normalise(crops, arch=arch)
   pixels = jnp.asarray(crops)
   if mesh is not None:
     batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     variables = jax.device_put(variables, replicated)
-    x, pixels = jax.device_put((x, pixels), batch)
-    t = None if t is None else jax.device_put(t, batch)
+    x, pixels, t = jax.device_put((x, pixels, t), batch)
   clock("preprocess", x)
-  r, logits, rel_img = clock("lrp", _relevance_step(
-      model, variables, x, t, composite=composite, mode=relevance_image))
-  targets = np.asarray(logits).argmax(-1) if t is None else np.asarray(t)
+  r, logits, rel_img = clock("lrp", attribute(model, variables, x, t, config))
+  targets = np.asarray(logits).argmax(-1) if target is None else np.asarray(t)
   sr = clock("saliency_relevance", saliency.context_aware_batch(rel_img, **opts))
   sal = None
-  if with_image_saliency:
+  if config.with_image_saliency:
     sal = clock("saliency_image", saliency.context_aware_batch(pixels, **opts))
   edges = [np.asarray(viz.canny(c), bool) for c in crops]
   clock("edges")
@@ -250,22 +365,19 @@ def explain_crops(
 
 
 def sr_map_batch(
-    model: nn.Module,
+    model: Any,
     variables: Any,
     images: Sequence[np.ndarray],
     *,
     arch: str,
     target: Target = None,
-    composite: Any = "sr_paper",
-    relevance_image: str = "abs_rgb",
-    with_image_saliency: bool = True,
-    **saliency_options: Any,
+    config: Optional[SRConfig] = None,
+    **options: Any,
 ) -> list[SRResult]:
   """`sr_map` for several images at once, in jitted batched steps.
 
   Args:
-    model, variables, arch, composite, relevance_image, with_image_saliency,
-      saliency_options: as in `sr_map`.
+    model, variables, arch, config, options: as in `sr_map`.
     images: uint8 images whose crops (`prepare`) all have the same size; with
       a resizing architecture (VGG-16: 256 then 224) any sizes do.
     target: None (each image's top class), a class index for all, or one per
@@ -281,10 +393,7 @@ def sr_map_batch(
     raise ValueError(f"`images` have crops of different sizes ({shapes}); "
                      "batch images of one size, or use a resizing arch.")
   return explain_crops(model, variables, np.stack(crops), arch=arch,
-                       target=target, composite=composite,
-                       relevance_image=relevance_image,
-                       with_image_saliency=with_image_saliency,
-                       saliency_options=saliency_options)
+                       target=target, config=config_from(config, options))
 
 
 def saliency_options_for(crop_shape: Sequence[int],
@@ -307,30 +416,32 @@ def saliency_options_for(crop_shape: Sequence[int],
 
 
 def sr_map(
-    model: nn.Module,
+    model: Any,
     variables: Any,
     image: np.ndarray,
     *,
     arch: str,
     target: Optional[int] = None,
-    composite: Any = "sr_paper",
-    relevance_image: str = "abs_rgb",
-    with_image_saliency: bool = True,
-    **saliency_options: Any,
+    config: Optional[SRConfig] = None,
+    **options: Any,
 ) -> SRResult:
   """The SR map of one image, with everything needed to draw it.
 
   Args:
-    model, variables: the classifier, e.g. from `sr_jax.load_model(arch)`.
+    model, variables: the classifier, e.g. from `sr_jax.load_model(arch)`;
+      any model kind the explanation core accepts.
     image: uint8 HxW, HxWx3 or HxWx4 image; it is resized and cropped as
       `arch` wants (`prepare`), and the result's `image` is that crop.
     arch: architecture name (preprocessing and class count).
     target: class to explain; None explains the top class.
-    composite: LRP composite (`sr_jax.lrp.composites.COMPOSITES`).
-    relevance_image: how relevance becomes an image, see `relevance_to_image`.
-    with_image_saliency: also compute the saliency of the image itself.
-    **saliency_options: passed to `sr_jax.saliency.context_aware`; without
-      `max_side` the maps keep the crop's size (`saliency_options_for`).
+    config: an `SRConfig` (method, its options, relevance image, saliency
+      options); or give its fields as keyword `options`:
+      `method="lrp"` (any name in `sr_jax.attribution.METHODS`),
+      `method_options={...}`, `composite=` (alias of
+      `method_options={"composite": ...}` for LRP; default "sr_paper"),
+      `relevance_image`, `with_image_saliency`, and saliency options by name
+      (`max_side=250`, ...).
+    **options: see `config`.
 
   Returns:
     An `SRResult`.
@@ -341,21 +452,22 @@ def sr_map(
     >>> out = sr_map(model, variables, img, arch="vgg_tiny")
     >>> out.sr.shape, out.relevance.shape
     ((32, 32), (32, 32, 3))
+    >>> cam = sr_map(model, variables, img, arch="vgg_tiny", method="gradient")
   """
   if np.ndim(target) != 0:
     raise ValueError(f"`target` (={target!r}) must be None or one int.")
+  config = config_from(config, options)
   crop = prepare(image, arch=arch)
-  t = _check_target(target, 1, get_arch(arch).num_classes)
-  r, logits = lrp.relevance(model, variables, normalise(crop[None], arch=arch),
-                            target=t, composite=composite, return_logits=True)
-  rel_img = relevance_to_image(r[0], relevance_image)
-  saliency_options = saliency_options_for(crop.shape, saliency_options)
-  sr = saliency.context_aware(rel_img, **saliency_options)
+  t = core.target_array(target, 1, get_arch(arch).num_classes)
+  r, logits, rel_img = attribute(model, variables,
+                                 normalise(crop[None], arch=arch), t, config)
+  saliency_options = saliency_options_for(crop.shape, config.saliency())
+  sr = saliency.context_aware(rel_img[0], **saliency_options)
   sal = (saliency.context_aware(crop, **saliency_options)
-         if with_image_saliency else None)
-  targets = np.asarray(logits).argmax(-1) if t is None else np.asarray(t)
+         if config.with_image_saliency else None)
+  targets = np.asarray(logits).argmax(-1) if target is None else np.asarray(t)
   edges = np.asarray(viz.canny(crop), bool)
-  return _results(crop[None], logits, targets, r, rel_img[None], sr[None],
+  return _results(crop[None], logits, targets, r, rel_img, sr[None],
                   None if sal is None else sal[None], [edges])[0]
 
 

@@ -80,9 +80,12 @@ def test_batch_equals_single(quad):
 
 
 @pytest.mark.parametrize("kwargs, pattern", [
-    (dict(target=jnp.array([0, 1, 2])), r"`target` \(shape=\(3,\)\)"),
-    (dict(target=7), r"`target` \(=.*7.*\) must lie in \[0, 3\)"),
-    (dict(target=0.5), r"`target` \(dtype=float"),
+    (dict(target=jnp.array([0, 1, 2])),
+     r"`target` \(=\[0, 1, 2\]\) must be None \(each example's argmax\), "
+     r"an int >= 0, or one such int per example \(shape \(2,\)\)"),
+    (dict(target=7), r"`target` \(=7\) must be None \(each example's "
+                     r"argmax\), an int in \[0, 3\), or one such int"),
+    (dict(target=0.5), r"`target` \(=0.5\) must be None"),
 ])
 def test_bad_target(quad, kwargs, pattern):
   model, variables, x = quad

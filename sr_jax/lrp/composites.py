@@ -3,16 +3,16 @@
 A composite is an ordered tuple of `(predicate, rule)` entries; the first
 entry whose predicate accepts a layer decides its rule (zennit's
 `LayerMapComposite` and `SpecialFirstLayerMapComposite`, Anders et al. 2021).
-Predicates see a `LayerInfo`: the Flax module, its path in the module tree
-("features_0", "block/conv") and whether it is the first layer with
-parameters that the forward pass calls.
+Predicates see a `LayerInfo`: the layer's kind in the traced graph (conv,
+dense, pool, max_pool), its name ("features_0", "block/conv") and whether it
+is the first conv or dense layer of the forward pass.
 
 Layers no entry matches keep their own gradient when they have no parameters
-(max-pooling: winner takes all; dropout at inference: identity), and raise an
-error when they do. Functions such as `nn.relu` are not modules and keep their
-gradient, which passes relevance through (a ReLU's input relevance is zero
-wherever its output is, because every rule but flat/w^2 multiplies by the
-next layer's input).
+(max-pooling: winner takes all), and raise an error when they do.
+Activations (`jax.nn.relu`, `max(x, 0)`, ...) keep their gradient, which
+passes relevance through (a ReLU's input relevance is zero wherever its
+output is, because every rule but flat/w^2 multiplies by the next layer's
+input).
 
 Named composites live in `COMPOSITES`; `get_composite` builds one by name.
 """
@@ -27,34 +27,69 @@ import flax.linen as nn
 import numpy as np
 
 from sr_jax.lrp import rules
-from sr_jax.models.layers import AdaptiveAvgPool2d, MaxPool2d
 from sr_jax.models.registry import Preprocessing, get_arch
 
 RuleLike = Union[rules.Rule, rules.Gradient]
 
 
 class LayerInfo(NamedTuple):
-  """What a predicate knows about a layer.
+  """What a predicate knows about a layer of the traced graph.
 
   Attributes:
-    module: the (bound) Flax module being called.
-    path: its path in the module tree, names joined by "/".
-    first: it is the first module with parameters that the forward calls.
+    path: the layer's name: its parameter path without the leaf name
+      ("features_0", "block/conv", "layers/0"), or, for a parameter-free
+      pool, where the model applies it ("avgpool").
+    kind: "conv", "dense", "pool" (sums, means, average pooling, products
+      with constant matrices) or "max_pool".
+    first: it is the first conv or dense layer of the forward pass.
+    primitive: the JAX primitive ("conv_general_dilated", "dot_general",
+      "reduce_sum", ...).
+    shape: the shape of the layer's output.
   """
 
-  module: nn.Module
   path: str
+  kind: str
   first: bool
+  primitive: str = ""
+  shape: tuple[int, ...] = ()
+
+
+# Module classes of linen, NNX and equinox, by name, and the layer kind they
+# produce in the traced graph (BatchNorms fold into the layer before them).
+_KIND_OF_TYPE = {
+    "Conv": "conv", "ConvLocal": "conv", "ConvTranspose": "conv",
+    "Conv1d": "conv", "Conv2d": "conv", "Conv3d": "conv",
+    "Dense": "dense", "DenseGeneral": "dense", "Linear": "dense",
+    "Einsum": "dense", "AdaptiveAvgPool2d": "pool", "AvgPool2d": "pool",
+    "AvgPool": "pool", "MaxPool2d": "max_pool", "MaxPool": "max_pool",
+}
+LAYER_KINDS = ("conv", "dense", "pool", "max_pool")
+
+
+def _kind(t: Union[type, str]) -> str:
+  if isinstance(t, str):
+    if t not in LAYER_KINDS:
+      raise ValueError(
+          f"Unknown layer kind (={t!r}); known kinds: "
+          f"{', '.join(LAYER_KINDS)}.")
+    return t
+  for cls in getattr(t, "__mro__", ()):
+    if cls.__name__ in _KIND_OF_TYPE:
+      return _KIND_OF_TYPE[cls.__name__]
+  raise ValueError(
+      f"`is_type` got {t!r}, which is not a known layer type; pass a kind "
+      f"({', '.join(LAYER_KINDS)}) or one of the module classes "
+      f"{', '.join(sorted(_KIND_OF_TYPE))}.")
 
 
 @dataclasses.dataclass(frozen=True)
 class IsType:
-  """Accepts modules that are instances of any of `types`."""
+  """Accepts layers of any of `kinds` ("conv", "dense", "pool", "max_pool")."""
 
-  types: tuple[type, ...]
+  kinds: tuple[str, ...]
 
   def __call__(self, layer: LayerInfo) -> bool:
-    return isinstance(layer.module, self.types)
+    return layer.kind in self.kinds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +104,7 @@ class PathMatches:
 
 @dataclasses.dataclass(frozen=True)
 class FirstLayer:
-  """Accepts the first module with parameters that the forward pass calls."""
+  """Accepts the first conv or dense layer of the forward pass."""
 
   def __call__(self, layer: LayerInfo) -> bool:
     return layer.first
@@ -85,9 +120,10 @@ class AllOf:
     return all(p(layer) for p in self.predicates)
 
 
-def is_type(*types: type) -> IsType:
-  """A predicate on the module type, e.g. `is_type(nn.Conv)`."""
-  return IsType(tuple(types))
+def is_type(*types: Union[type, str]) -> IsType:
+  """A predicate on the layer kind: `is_type("conv")`, or by module class,
+  `is_type(nn.Conv)` (linen, NNX and equinox classes map to their kind)."""
+  return IsType(tuple(dict.fromkeys(_kind(t) for t in types)))
 
 
 def path_matches(pattern: str) -> PathMatches:
@@ -106,9 +142,11 @@ class Composite(NamedTuple):
     name: for messages.
     entries: `(predicate, rule)` pairs; a rule is a `rules.Rule` or
       `rules.gradient()`.
-    fold_batchnorm: merge each BatchNorm into the Conv or Dense whose output
-      it normalises, as zennit's canonizers do, so the rule sees the merged
-      weights and the BatchNorm passes relevance through.
+    fold_batchnorm: kept for compatibility; the traced graph always merges
+      a bias and a per-channel affine chain (an inference BatchNorm) into the
+      conv or dense layer before it, as zennit's canonizers do.
+    residual_eps: stabiliser of residual sums `z = a + b`, whose relevance
+      is split as `a / z` and `b / z` (Montavon et al. 2019).
 
   Examples:
     >>> c = Composite("mine", ((first_layer, rules.flat()),
@@ -119,6 +157,7 @@ class Composite(NamedTuple):
   name: str
   entries: tuple[tuple[Callable[[LayerInfo], bool], RuleLike], ...]
   fold_batchnorm: bool = True
+  residual_eps: float = 1e-9
 
   def rule_for(self, layer: LayerInfo) -> Optional[RuleLike]:
     """The rule of the first entry that accepts `layer`, or None."""
@@ -133,16 +172,15 @@ def layer_map(conv: RuleLike, dense: RuleLike, *,
               pool: RuleLike = rules.epsilon(1e-6)) -> tuple:
   """The usual entries: optional first layer, convs, dense layers, pooling.
 
-  `first` applies to the first module with parameters when it is a Conv or
-  Dense.
-  Average pooling gets `pool` (a linear layer: the "norm" rule, epsilon 1e-6,
-  as in zennit) and max-pooling keeps its gradient.
+  `first` applies to the first conv or dense layer. Parameter-free linear
+  layers (sums, means, average pooling) get `pool` (the "norm" rule, epsilon
+  1e-6, as in zennit) and max-pooling keeps its gradient.
   """
-  linear = is_type(nn.Conv, nn.Dense)
+  linear = is_type("conv", "dense")
   entries = ((AllOf((first_layer, linear)), first),) if first else ()
-  return entries + ((is_type(nn.Conv), conv), (is_type(nn.Dense), dense),
-                    (is_type(AdaptiveAvgPool2d), pool),
-                    (is_type(MaxPool2d), rules.gradient()))
+  return entries + ((is_type("conv"), conv), (is_type("dense"), dense),
+                    (is_type("pool"), pool),
+                    (is_type("max_pool"), rules.gradient()))
 
 
 COMPOSITES: dict[str, Callable[..., Composite]] = {}
@@ -198,8 +236,9 @@ def box_bounds(preprocessing: Union[Preprocessing, str, None] = None
       ImageNet normalisation of torchvision.
 
   Returns:
-    `(low, high)`: float32 arrays of shape (3,), the values that pixels 0
-    and 255 take after `(x * scale - mean) / std`.
+    `(low, high)`: float64 arrays of shape (3,), the values that pixels 0
+    and 255 take after `(x * scale - mean) / std` (`zbox` casts them to the
+    input's dtype).
 
   Examples:
     >>> low, high = box_bounds("vgg16")
@@ -212,7 +251,7 @@ def box_bounds(preprocessing: Union[Preprocessing, str, None] = None
   mean, std = np.asarray(p.mean, np.float64), np.asarray(p.std, np.float64)
   low = (0.0 * p.scale - mean) / std
   high = (255.0 * p.scale - mean) / std
-  return low.astype(np.float32), high.astype(np.float32)
+  return low, high
 
 
 @register_composite("epsilon_plus")
@@ -247,6 +286,12 @@ def epsilon_alpha2_beta1_flat(epsilon: float = 1e-6) -> Composite:
 def epsilon_gamma_box(low: Any = None, high: Any = None, epsilon: float = 1e-6,
                       gamma: float = 0.25) -> Composite:
   """First layer z^B in `[low, high]`, convs gamma, dense layers epsilon.
+
+  As in the literature (Montavon et al. 2019, "Layer-wise relevance
+  propagation: an overview"; zennit's `EpsilonGammaBox`): the first layer
+  gets `rules.zbox`, which has no bias term (Montavon et al. 2017), and the
+  convs the generalised `rules.gamma` (Andeol et al. 2021), which equals
+  Montavon et al.'s gamma after a ReLU.
 
   Args:
     low: lowest normalised input, scalar or per channel; with `high` None

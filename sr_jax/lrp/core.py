@@ -1,31 +1,33 @@
-"""`relevance`: LRP for any Flax linen classifier, by method interception.
+"""`relevance`: LRP for any JAX classifier, over its traced graph.
 
-The model code stays plain Flax. `flax.linen.intercept_methods` sees every
-module call; the composite assigns each layer a rule, and the call is
-replaced by `apply_rule`, a `jax.custom_vjp` over `(x, params)` whose forward
-is the layer's ordinary output and whose backward maps output relevance to
-input relevance with `jax.vjp` of each modified copy of the layer
-(`propagate`); the parameters' cotangent is zero. One `jax.vjp` of the
-intercepted `model.apply` with the cotangent `onehot(target) * logits` then
-yields the input relevance (Bach et al. 2015; Montavon et al. 2019).
+The model code stays plain: a linen or NNX module, an equinox module or a
+function `f(params, x)`. `sr_jax.core` traces it to a jaxpr and finds its
+layers (convolutions and dense layers named by their parameter paths, with
+bias and BatchNorm folded in; sums, means and average pooling as parameter-free
+"pool" layers); the composite assigns each layer a rule, and the layer is
+evaluated through `apply_rule`, a `jax.custom_vjp` over `(x, params)` whose
+forward is the layer's ordinary output and whose backward maps output
+relevance to input relevance with `jax.vjp` of each modified copy of the
+layer (`propagate`); the parameters' cotangent is zero. Residual sums split
+relevance in proportion to their two inputs; activations and max-pooling
+keep their gradient. One `jax.vjp` with the cotangent `onehot(target) *
+logits` then yields the input relevance (Bach et al. 2015; Montavon et al.
+2019).
 """
 
 from __future__ import annotations
 
-import contextvars
 import functools
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Optional, Union
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from sr_jax.lrp import canonize, rules
-from sr_jax.lrp.composites import Composite, LayerInfo, get_composite
+from sr_jax.core import backward as _core
+from sr_jax.core.interpret import Rules
+from sr_jax.lrp import rules
+from sr_jax.lrp.composites import Composite, LayerInfo, RuleLike, get_composite
 
-# Set while a layer function runs its own (unbound) module: not intercepted.
-_BYPASS = contextvars.ContextVar("sr_jax_lrp_bypass", default=False)
 Array = jax.Array
 
 
@@ -125,150 +127,69 @@ def _apply_bwd(rule, layer_fn, residuals, r):
 apply_rule.defvjp(_apply_fwd, _apply_bwd)
 
 
-def _own_variables(module: nn.Module) -> Optional[dict[str, dict[str, Any]]]:
-  """The module's own variables by collection, or None for a pure container."""
-  own, has_children = {}, False
-  for collection, tree in module.variables.items():
-    leaves = {k: v for k, v in tree.items() if not isinstance(v, Mapping)}
-    has_children |= len(leaves) < len(tree)
-    if leaves:
-      own[collection] = leaves
-  return None if has_children and not own else own
-
-
-def _layer_fn(module: nn.Module, others: Mapping[str, Any], rest: tuple,
-              kwargs: Mapping[str, Any], **overrides: Any):
-  """`(x, params) -> module(x, *rest)` run on an unbound copy of `module`."""
-  unbound = module.clone(parent=None, **overrides)
-
-  def layer_fn(x: jax.Array, params: Any) -> jax.Array:
-    token = _BYPASS.set(True)
-    try:
-      return unbound.apply({"params": params, **others}, x, *rest, **kwargs)
-    finally:
-      _BYPASS.reset(token)
-  return layer_fn
-
-
-class _Interceptor:
-  """Replaces each layer call by its rule's custom_vjp (one per trace)."""
-
-  def __init__(self, composite: Composite, variables: Mapping[str, Any],
-               folds: Mapping[tuple[str, ...], canonize.Fold]):
-    self.composite = composite
-    self.variables = variables
-    self.folds = folds
-    self.folded = {f.path for f in folds.values()}
-    self.seen_first = False
-
-  def __call__(self, next_fun, args, kwargs, context):
-    if _BYPASS.get() or context.method_name != "__call__":
-      return next_fun(*args, **kwargs)
-    module = context.module
-    own = _own_variables(module)
-    if own is None:
-      return next_fun(*args, **kwargs)
-    path = tuple(module.path)
-    if path in self.folded:
-      return args[0]  # folded into the layer before: identity
-    layer = LayerInfo(module, "/".join(path), bool(own) and not self.seen_first)
-    self.seen_first |= bool(own)
-    rule = self.composite.rule_for(layer)
-    if rule is None and own:
-      raise ValueError(_no_rule_message(layer, self.composite, own,
-                                        isinstance(module, nn.BatchNorm)))
-    if rule is None or isinstance(rule, rules.Gradient):
-      return next_fun(*args, **kwargs)
-    if not args:
-      raise ValueError(
-          f"Layer `{layer.path}` ({type(module).__name__}) was called "
-          "without a positional input; LRP rules need the input as the first "
-          "argument.")
-    x, rest = args[0], args[1:]
-    if not own:
-      y = next_fun(*args, **kwargs)
-      if y is x:
-        return y  # an identity call (e.g. pooling to its own size)
-    params = own.get("params", {})
-    others = {c: v for c, v in own.items() if c != "params"}
-    if path in self.folds:
-      params = canonize.fold_params(params, self.variables, self.folds[path])
-      fn = _layer_fn(module, others, rest, kwargs, use_bias=True)
-    else:
-      fn = _layer_fn(module, others, rest, kwargs)
-    y = apply_rule(rule, fn, x, params)
-    if not rule.terms and y.shape != x.shape:
-      raise ValueError(
-          f"Rule `{rule!r}` of layer `{layer.path}` ({type(module).__name__}) "
-          f"passes relevance through, but the layer maps shape {x.shape} to "
-          f"{y.shape}; pass-through needs equal shapes.")
-    return y
-
-
-def _no_rule_message(layer: LayerInfo, composite: Composite,
-                     own: Mapping[str, Any], batchnorm: bool) -> str:
-  names = sorted(f"{c}/{k}" for c, t in own.items() for k in t)
-  hint = ""
-  if batchnorm:
-    hint = (" It could not be folded into a preceding Conv/Dense (its input "
-            "is not such a layer's output, or it does not use running "
-            "averages).")
-  return (
-      f"No rule of composite `{composite.name}` covers layer `{layer.path}` "
-      f"({type(layer.module).__name__}), which has parameters "
-      f"({', '.join(names)}).{hint} Add an entry for it, e.g. "
-      f"Composite(..., entries=((is_type({type(layer.module).__name__}), "
-      "rules.epsilon()), ...)).")
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _relevance(model: nn.Module, composite: Composite, variables: Any,
-               x: jax.Array, target: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Jitted core: `(R, logits)`; `target < 0` means the argmax."""
-  folds = {}
-  if composite.fold_batchnorm and "batch_stats" in variables:
-    folds = canonize.find_folds(model.apply, variables, x)
-  interceptor = _Interceptor(composite, variables, folds)
-
-  def forward(x):
-    with nn.intercept_methods(interceptor):
-      return model.apply(variables, x)
-
-  logits, vjp = jax.vjp(forward, x)
-  if logits.ndim != 2 or logits.shape[0] != x.shape[0]:
+def _rule_for(composite: Composite, layer: Any) -> Optional[RuleLike]:
+  info = LayerInfo(layer.name, layer.kind, layer.first, layer.primitive,
+                   layer.shape)
+  rule = composite.rule_for(info)
+  if isinstance(rule, rules.Gradient):
+    return None
+  if rule is None and layer.kind in ("conv", "dense"):
     raise ValueError(
-        f"The model's output (shape={logits.shape}) must be logits of shape "
-        f"(batch, classes) = ({x.shape[0]}, C).")
-  target = jnp.where(target < 0,
-                     jnp.argmax(logits, axis=-1).astype(target.dtype), target)
-  start = jax.nn.one_hot(target, logits.shape[-1], dtype=logits.dtype) * logits
-  (r,) = vjp(jax.lax.stop_gradient(start))
-  return r, logits
+        f"No rule of composite `{composite.name}` covers layer "
+        f"`{layer.name}` ({layer.kind}, `{layer.primitive}`), which has "
+        "parameters. Add an entry for it, e.g. Composite(..., entries=(("
+        f"is_type(\"{layer.kind}\"), rules.epsilon()), ...)).")
+  return rule
 
 
-def _target_array(target: Any, batch: int) -> jax.Array:
-  """`target` as int32 of shape (batch,), -1 standing for "the argmax"."""
-  if target is None:
-    return jnp.full((batch,), -1, jnp.int32)
-  if isinstance(target, jax.core.Tracer):
-    t = target
-  else:
-    t = np.asarray(target)
-    if not np.issubdtype(t.dtype, np.integer) or t.ndim > 1 or (
-        t.ndim == 1 and t.shape[0] != batch) or np.any(t < 0):
-      raise ValueError(
-          f"`target` (={target!r}) must be None (the argmax), an int >= 0 or "
-          f"one int >= 0 per example ({batch}).")
-  if jnp.ndim(t) == 0:
-    return jnp.full((batch,), t, jnp.int32)
-  if jnp.shape(t) != (batch,):
+def _channel_axis(layer: Any, x: Array) -> int:
+  """The input's channel axis of a convolution (last for dense layers)."""
+  if layer.primitive == "conv_general_dilated" and layer.x_arg == 0:
+    return layer.eqn_params["dimension_numbers"].lhs_spec[1]
+  return x.ndim - 1
+
+
+def _apply(rule: rules.Rule, layer: Any, layer_fn: rules.LayerFn, x: Array,
+           params: Any) -> Array:
+  axis = _channel_axis(layer, x)
+  if axis != x.ndim - 1:
+    # Rules see channels last (z^B's per-channel bounds): an NCHW conv (an
+    # equinox model) runs on the moved axis, a linear permutation.
+    moved = jnp.moveaxis(x, axis, -1)
+    return apply_rule(rule, _channels_last(layer_fn, axis), moved, params)
+  y = apply_rule(rule, layer_fn, x, params)
+  if not rule.terms and y.shape != x.shape:
     raise ValueError(
-        f"`target` (shape={jnp.shape(t)}) must be a scalar or have shape "
-        f"({batch},).")
-  return jnp.asarray(t, jnp.int32)
+        f"Rule `{rule!r}` of layer `{layer.name}` ({layer.kind}) passes "
+        f"relevance through, but the layer maps shape {x.shape} to "
+        f"{y.shape}; pass-through needs equal shapes.")
+  return y
 
 
-def relevance(model: nn.Module, variables: Any, x: jax.typing.ArrayLike, *,
+def _channels_last(layer_fn: rules.LayerFn, axis: int) -> rules.LayerFn:
+  def fn(x, params):
+    return layer_fn(jnp.moveaxis(x, -1, axis), params)
+  return fn
+
+
+def residual_split(eps: float):
+  """Splits the relevance of `z = a + b` in proportion to `a` and `b`
+  (Montavon et al. 2019; the epsilon rule of a sum)."""
+  def split(a, b, z, r):
+    g = rules.safe_divide(r, rules.stabilize(z, eps))
+    return a * g, b * g
+  return split
+
+
+@functools.lru_cache(maxsize=None)
+def lrp_rules(composite: Composite) -> Rules:
+  """The interpreter rules of `composite` (cached: one jit per composite)."""
+  return Rules(layer=functools.partial(_rule_for, composite), apply=_apply,
+               residual=residual_split(composite.residual_eps),
+               affine_identity=True)
+
+
+def relevance(model: Any, variables: Any, x: jax.typing.ArrayLike, *,
               target: Union[None, int, jax.typing.ArrayLike] = None,
               composite: Union[str, Composite] = "epsilon_plus_flat",
               return_logits: bool = False
@@ -281,12 +202,16 @@ def relevance(model: nn.Module, variables: Any, x: jax.typing.ArrayLike, *,
   and (equal) composite does not recompile, whatever the target.
 
   Args:
-    model: an unbound Flax module whose `apply(variables, x)` returns logits
-      (batch, classes), built from nn.Conv, nn.Dense, BatchNorm, our pooling
-      modules and activation functions (or anything the composite covers).
-    variables: its variables (`params`, and `batch_stats` for BatchNorm).
-    x: the input batch, e.g. (N, 224, 224, 3).
+    model: a Flax linen Module, a Flax NNX Module, an equinox Module or a
+      function `f(params, x) -> logits` (batch, classes), built from
+      convolutions, dense layers, sums/means/average pooling, max-pooling,
+      elementwise activations and residual sums.
+    variables: the linen variables (`params`, and `batch_stats` for
+      BatchNorm) or the function's params; None for NNX and equinox.
+    x: the input batch, e.g. (N, 224, 224, 3); finite.
     target: None (each example's argmax), an int, or one int per example.
+      A target traced by the caller's jit is not checked: out of range, it
+      gives NaN relevance for that example.
     composite: a name in `COMPOSITES` or a `Composite`.
     return_logits: also return the logits of the same forward pass.
 
@@ -294,8 +219,9 @@ def relevance(model: nn.Module, variables: Any, x: jax.typing.ArrayLike, *,
     The relevance, shaped like `x`; with `return_logits`, `(R, logits)`.
 
   Raises:
-    ValueError: for an invalid target, an unknown composite, or a layer with
-      parameters that the composite does not cover.
+    ValueError: for an invalid target or input, an unknown composite, a
+      layer with parameters that the composite does not cover, or a
+      primitive without a rule (named in the message).
 
   Examples:
     >>> import sr_jax
@@ -307,16 +233,7 @@ def relevance(model: nn.Module, variables: Any, x: jax.typing.ArrayLike, *,
     ((2, 32, 32, 3), (2, 10))
   """
   composite = get_composite(composite)
-  x = jnp.asarray(x)
-  if x.ndim < 1:
-    raise ValueError(f"`x` (shape={x.shape}) must have a batch axis.")
-  t = _target_array(target, x.shape[0])
-  r, logits = _relevance(model, composite, variables, x, t)
-  if not isinstance(t, jax.core.Tracer) and not isinstance(
-      logits, jax.core.Tracer):
-    bad = np.asarray(t) >= logits.shape[-1]
-    if np.any(bad):
-      raise ValueError(
-          f"`target` (={target!r}) must be < the number of classes "
-          f"(={logits.shape[-1]}).")
-  return (r, logits) if return_logits else r
+  out = _core.run(model, variables, x, target, rules=lrp_rules(composite),
+                  start=_core.logit_start)
+  r = _core.nan_where_invalid(out["grad"], out["valid"])
+  return (r, out["logits"]) if return_logits else r
