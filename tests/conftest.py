@@ -19,3 +19,12 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 def rng():
   """A NumPy generator with a fixed seed, fresh for every test."""
   return np.random.default_rng(0)
+
+
+@pytest.fixture
+def x64():
+  """float64 for the duration of one test (exact comparisons)."""
+  previous = jax.config.jax_enable_x64
+  jax.config.update("jax_enable_x64", True)
+  yield
+  jax.config.update("jax_enable_x64", previous)

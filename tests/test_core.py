@@ -22,15 +22,6 @@ H = W = 8
 C1, C2, K = 4, 6, 5
 
 
-@pytest.fixture
-def x64():
-  """float64 for the duration of one test (exact comparisons)."""
-  previous = jax.config.jax_enable_x64
-  jax.config.update("jax_enable_x64", True)
-  yield
-  jax.config.update("jax_enable_x64", previous)
-
-
 def _weights(seed=0):
   r = np.random.default_rng(seed)
   return {"k1": r.normal(size=(3, 3, 3, C1)) * 0.5,

@@ -176,3 +176,82 @@ def test_sample_image_writes_the_demo_png(tmp_path):
 def test_bad_arguments_are_named(kwargs, match):
   with pytest.raises(ValueError, match=match):
     synthetic.make_batch(**kwargs)
+
+
+# --- variants ------------------------------------------------------------------
+
+
+def test_default_variant_is_double_bit_for_bit():
+  a = synthetic.make_batch(8, 3, 6)
+  b = synthetic.make_batch(8, 3, 6, variant="double")
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x, y)
+  for x, y in zip(synthetic.part_hues(8, 3, 6),
+                  synthetic.part_hues(8, 3, 6, variant="double")):
+    np.testing.assert_array_equal(x, y)
+  assert synthetic.class_names() == synthetic.CLASS_NAMES
+  assert synthetic.class_names("double") == synthetic.CLASS_NAMES
+
+
+def test_single_variant_changes_only_the_centre_and_its_mask():
+  images_d, labels_d, masks_d = synthetic.make_batch(5, 0, 60)
+  images_s, labels_s, masks_s = synthetic.make_batch(5, 0, 60,
+                                                     variant="single")
+  np.testing.assert_array_equal(labels_s, labels_d)  # the same draws
+  # The mask is the centre: non-empty, inside the double mask (petals and
+  # centre), and strictly smaller.
+  assert masks_s.any((1, 2)).all()
+  assert not (masks_s & ~masks_d).any()
+  assert (masks_s.sum((1, 2)) < masks_d.sum((1, 2))).all()
+  # Only pixels of the centre change colour between the variants.
+  changed = (images_s != images_d).any(-1)
+  assert not (changed & ~masks_s).any()
+  petal_d, centre_d = synthetic.part_hues(5, 0, 60)
+  petal_s, centre_s = synthetic.part_hues(5, 0, 60, variant="single")
+  np.testing.assert_array_equal(petal_s, petal_d)
+  np.testing.assert_array_equal(centre_s, labels_s)
+  assert changed.any((1, 2)).sum() == np.count_nonzero(centre_s != centre_d)
+
+
+def test_single_variant_class_is_the_centre_hue_read_from_the_mask():
+  images, labels, masks = synthetic.make_batch(6, 0, 200, variant="single")
+  for image, label, mask in zip(images, labels, masks):
+    assert np.argmax(_hues(image, mask)) == label
+  # The petals' hue does not depend on the class.
+  petal, _ = synthetic.part_hues(6, 0, 4000, variant="single")
+  _, labels = synthetic.part_hues(6, 0, 4000, variant="single")
+  joint = np.zeros((NUM_CLASSES, synthetic.NUM_HUES))
+  np.add.at(joint, (labels, petal), 1)
+  expected = np.outer(joint.sum(1), joint.sum(0)) / joint.sum()
+  chi2 = ((joint - expected) ** 2 / expected).sum()
+  dof = (NUM_CLASSES - 1) * (synthetic.NUM_HUES - 1)
+  assert chi2 < dof + 4 * np.sqrt(2 * dof), chi2  # ~4 sigma of chi2(dof)
+  names = synthetic.class_names("single")
+  assert len(names) == NUM_CLASSES and len(set(names)) == NUM_CLASSES
+  assert names[0] == "centre red"
+
+
+def test_single_variant_sample_and_windowed_rendering():
+  images, labels, masks = synthetic.make_batch(9, 4, 3, variant="single",
+                                               size=48)
+  image, label, mask = synthetic.sample(9, 5, variant="single", size=48)
+  np.testing.assert_array_equal(image, images[1])
+  np.testing.assert_array_equal(mask, masks[1])
+  assert label == labels[1]
+  draws = synthetic._stack([synthetic._draw(9, i, 48, "single")
+                            for i in range(12)])
+  parts = synthetic.VARIANTS["single"]
+  fast = synthetic._render(draws, 48, parts=parts)
+  full = synthetic._render(draws, 48, windowed=False, parts=parts)
+  np.testing.assert_array_equal(fast[0], full[0])
+  np.testing.assert_array_equal(fast[1], full[1])
+
+
+def test_bad_variant_is_named():
+  for call in (lambda: synthetic.make_batch(0, 0, 1, variant="triple"),
+               lambda: synthetic.part_hues(0, 0, 1, variant="triple"),
+               lambda: synthetic.sample(0, 0, variant="triple"),
+               lambda: synthetic.class_names("triple")):
+    with pytest.raises(ValueError, match=r"`variant` \(='triple'\) must be "
+                       r"one of 'double', 'single'"):
+      call()

@@ -16,11 +16,20 @@ The class is decided by a pair of parts: for class `y` the centre's hue is
 `y + 1` palette steps after the petals' hue, `centre = (petals + y + 1) % 9`,
 with the petals' hue uniform. So the petals' colour alone and the centre's
 colour alone are each uniform whatever the class; only the pair tells it
-(an8Flower's "double" variant). The stem, leaves, distractors and background
-tints are drawn from the same palette independently of the class. Hence the
-mean colour histogram of an image is the same for every class, and a
-classifier on the global colour histogram stays at chance (see
-`tests/test_synthetic.py`). The mask marks the petals and the centre.
+(an8Flower's "double" variant, `variant="double"`, the default). The stem,
+leaves, distractors and background tints are drawn from the same palette
+independently of the class. Hence the mean colour histogram of an image is
+the same for every class, and a classifier on the global colour histogram
+stays at chance (see `tests/test_synthetic.py`). The mask marks the petals
+and the centre.
+
+`variant="single"` decides the class by one part: the centre's hue is the
+class, `centre = y`, and the petals' hue is uniform and independent of it, as
+in an8Flower's "single" variant. The mask then marks the centre alone. (The
+centre's colour shows in the global histogram, so a colour-histogram
+classifier does better than chance on this variant.) Both variants draw the
+same random numbers, so sample `i` differs between them only in the centre's
+colour and the mask.
 
 Sample `i` of seed `s` depends only on `(s, i)` (its own
 `numpy.random.Generator`), and rendering is elementwise arithmetic, so a batch
@@ -51,6 +60,10 @@ PALETTE = np.array(
     np.float32) * np.float32(255.0)
 # Class y: the centre's hue is 40*(y+1) degrees after the petals' hue.
 CLASS_NAMES = tuple(f"hue+{HUE_STEP * (y + 1)}" for y in range(NUM_CLASSES))
+# The variants, and the parts that decide the class (and make the mask).
+VARIANTS = {"double": ("petals", "centre"), "single": ("centre",)}
+# Class y of the "single" variant: the centre has hue y.
+SINGLE_CLASS_NAMES = tuple(f"centre {HUE_NAMES[y]}" for y in range(NUM_CLASSES))
 
 DEFAULT_SIZE = 64
 TRAIN_SEED = 0   # training images
@@ -77,6 +90,23 @@ def _check(seed: int, index: int, size: int, index_name: str) -> None:
         f"`{index_name}` (={index!r}) must be a non-negative integer.")
   if not isinstance(size, (int, np.integer)) or not 32 <= size <= 256:
     raise ValueError(f"`size` (={size!r}) must be an integer in [32, 256].")
+
+
+def _check_variant(variant: str) -> None:
+  if variant not in VARIANTS:
+    raise ValueError(f"`variant` (={variant!r}) must be one of "
+                     f"{', '.join(map(repr, VARIANTS))}.")
+
+
+def class_names(variant: str = "double") -> tuple[str, ...]:
+  """The class names of `variant` ("double": `CLASS_NAMES`)."""
+  _check_variant(variant)
+  return CLASS_NAMES if variant == "double" else SINGLE_CLASS_NAMES
+
+
+def _centre_hue(petal, label, variant: str):
+  """The centre's palette index: set by the pair, or by the class alone."""
+  return (petal + label + 1) % NUM_HUES if variant == "double" else label
 
 
 class _Uniforms:
@@ -107,12 +137,13 @@ def _start(seed: int, index: int):
   return rng, u, u.int(0, NUM_CLASSES), u.int(0, NUM_HUES)
 
 
-def _draw(seed: int, index: int, size: int) -> dict[str, np.ndarray]:
+def _draw(seed: int, index: int, size: int,
+          variant: str = "double") -> dict[str, np.ndarray]:
   """The random choices for one image, from a Generator seeded by (seed, i)."""
   rng, u, label, petal_hue = _start(seed, index)
   s = size / 64.0
   p = {"label": label, "petal_hue": petal_hue,
-       "centre_hue": (petal_hue + label + 1) % NUM_HUES}
+       "centre_hue": _centre_hue(petal_hue, label, variant)}
   radius = u(*HEAD_RADIUS) * s
   margin = radius + 2.0 * s
   hx, hy = u(margin, size - margin), u(margin, size - margin)
@@ -269,11 +300,13 @@ class _Canvas:
             (self.part >= 0.5).reshape(self.b, self.size, self.size))
 
 
-def _render(p: dict[str, np.ndarray], size: int, windowed: bool = True):
+def _render(p: dict[str, np.ndarray], size: int, windowed: bool = True,
+            parts: tuple[str, ...] = VARIANTS["double"]):
   """Images (B, H, W, 3) uint8 and masks (B, H, W) bool from stacked draws.
 
-  `windowed=False` evaluates every part over the whole image (slow; for
-  tests): the result must be the same.
+  The mask marks the `parts` (of "petals", "centre"). `windowed=False`
+  evaluates every part over the whole image (slow; for tests): the result
+  must be the same.
   """
   # Background: two desaturated palette tints mixed by a two-octave texture.
   tint = p["bg_grey"][..., None] + p["bg_sat"][..., None] * (
@@ -316,12 +349,12 @@ def _render(p: dict[str, np.ndarray], size: int, windowed: bool = True):
     a = _ellipse(x, y, _col(hx + dist * c), _col(hy + dist * s), _col(c),
                  _col(s), _col(p["petal_a"]), _col(p["petal_b"]))
     petals = np.maximum(petals, a * _col(p["petal_valid"][:, j]))
-  canvas.paint(petals, p["petal_hue"], p["shade"][:, 2], True)
+  canvas.paint(petals, p["petal_hue"], p["shade"][:, 2], "petals" in parts)
   # The centre has a hard edge: anti-aliased pixels would mix the petals' and
   # the centre's colours, and the colour of that mix tells the class.
   centre = (x - _col(hx)) ** 2 + (y - _col(hy)) ** 2 <= _col(p["centre_r"]) ** 2
   canvas.paint(centre.astype(np.float32), p["centre_hue"], p["shade"][:, 3],
-               True)
+               "centre" in parts)
   # Uniform 0..255 noise has standard deviation 73.9.
   noise = (p["noise"].astype(np.float32) - np.float32(127.5)) * _col(
       p["noise_std"] / np.float32(73.9))[..., None]
@@ -330,6 +363,7 @@ def _render(p: dict[str, np.ndarray], size: int, windowed: bool = True):
 
 def make_batch(
     seed: int, start: int, count: int, *, size: int = DEFAULT_SIZE,
+    variant: str = "double",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Samples `start .. start + count - 1` of `seed`, rendered together.
 
@@ -338,11 +372,14 @@ def make_batch(
     start: index of the first sample.
     count: number of samples (>= 1).
     size: image height and width in pixels.
+    variant: "double" (the class is the hue step from the petals to the
+      centre) or "single" (the class is the centre's hue); see `VARIANTS`.
 
   Returns:
     `(images, labels, masks)`: uint8 (count, size, size, 3), int32 (count,)
-    in `range(NUM_CLASSES)`, and bool (count, size, size) marking the petals
-    and the centre (the parts that decide the class).
+    in `range(NUM_CLASSES)`, and bool (count, size, size) marking the parts
+    that decide the class: the petals and the centre ("double"), or the
+    centre ("single").
 
   Examples:
     >>> images, labels, masks = make_batch(TRAIN_SEED, 0, 32)
@@ -350,40 +387,46 @@ def make_batch(
     ((32, 64, 64, 3), dtype('int32'), (32, 64, 64))
   """
   _check(seed, start, size, "start")
+  _check_variant(variant)
   if not isinstance(count, (int, np.integer)) or count < 1:
     raise ValueError(f"`count` (={count!r}) must be a positive integer.")
-  p = _stack([_draw(seed, start + i, size) for i in range(count)])
-  images, masks = _render(p, size)
+  p = _stack([_draw(seed, start + i, size, variant) for i in range(count)])
+  images, masks = _render(p, size, parts=VARIANTS[variant])
   return images, p["label"].astype(np.int32), masks
 
 
-def part_hues(seed: int, start: int,
-              count: int) -> tuple[np.ndarray, np.ndarray]:
+def part_hues(seed: int, start: int, count: int, *,
+              variant: str = "double") -> tuple[np.ndarray, np.ndarray]:
   """The petals' and the centre's palette indices of samples `start ...`.
 
-  Each alone is uniform over the palette whatever the class; the class is
-  `(centre - petals - 1) % NUM_HUES`. Cheap: nothing is rendered.
+  "double": each alone is uniform over the palette whatever the class; the
+  class is `(centre - petals - 1) % NUM_HUES`. "single": the class is the
+  centre's hue. Cheap: nothing is rendered.
 
   Returns:
     Two int32 arrays of shape (count,).
   """
   _check(seed, start, DEFAULT_SIZE, "start")
+  _check_variant(variant)
   if not isinstance(count, (int, np.integer)) or count < 1:
     raise ValueError(f"`count` (={count!r}) must be a positive integer.")
   heads = [_start(seed, start + i)[2:] for i in range(count)]
   label, petal = np.array(heads, np.int32).reshape(count, 2).T
-  return petal, (petal + label + 1) % NUM_HUES
+  return petal, _centre_hue(petal, label, variant)
 
 
 def sample(
     seed: int, index: int, *, size: int = DEFAULT_SIZE,
+    variant: str = "double",
 ) -> tuple[np.ndarray, int, np.ndarray]:
   """Sample `index` of `seed`: `(image uint8 HxWx3, label, mask bool HxW)`.
 
-  Equal, bit for bit, to the same sample taken from any `make_batch`.
+  Equal, bit for bit, to the same sample taken from any `make_batch` of the
+  same `variant`.
   """
   _check(seed, index, size, "index")
-  images, labels, masks = make_batch(seed, index, 1, size=size)
+  images, labels, masks = make_batch(seed, index, 1, size=size,
+                                     variant=variant)
   return images[0], int(labels[0]), masks[0]
 
 
