@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sr_jax import attribution, lrp, saliency, viz
+from sr_jax import attribution, lrp, maps, saliency, viz
 from sr_jax import weights as weights_lib
 from sr_jax.core import backward as core
 from sr_jax.core.models import as_function
@@ -226,9 +226,7 @@ def relevance_to_image(relevance: jax.typing.ArrayLike,
     img, axes = jnp.abs(r).sum(-1), (-2, -1)
   else:
     img, axes = jnp.maximum(r.sum(-1), 0.0), (-2, -1)
-  lo = img.min(axis=axes, keepdims=True)
-  span = img.max(axis=axes, keepdims=True) - lo
-  return jnp.where(span > 0, (img - lo) / jnp.where(span > 0, span, 1.0), 0.0)
+  return maps.minmax(img, axis=axes)
 
 
 def prepare(image: np.ndarray, *, arch: str) -> np.ndarray:

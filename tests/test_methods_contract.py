@@ -101,3 +101,16 @@ def test_smooth_wraps_any_method(setup):
   assert not np.allclose(a, b)
   with pytest.raises(ValueError, match=r"`samples` \(=0\) must be >= 1"):
     attribution.smooth("lrp", samples=0, key=0)
+
+
+@pytest.mark.parametrize("name", sorted(attribution.METHODS))
+def test_float64_in_float64_out(x64, name):
+  r = np.random.default_rng(1)
+  p = {"k1": r.normal(size=(3, 3, 3, 6)) * 0.5, "b1": r.normal(size=6) * 0.1,
+       "k2": r.normal(size=(3, 3, 6, 8)) * 0.3, "b2": r.normal(size=8) * 0.1,
+       "w": r.normal(size=(8, C)), "b": r.normal(size=C) * 0.1}
+  p = jax.tree.map(jnp.asarray, p)
+  x = jnp.asarray(r.normal(size=(2, 8, 8, 3)))
+  assert x.dtype == jnp.float64
+  m = _call(name, p, x)
+  assert m.dtype == jnp.float64 and np.all(np.isfinite(np.asarray(m)))

@@ -474,7 +474,8 @@ def _stack_name(stack: str, kind: str) -> str:
   if kind == "linen" and parts:
     parts = parts[1:]  # the top module's class name
   parts = [re.sub(r"^(vmap|jvp|transpose)\((.*)\)$", r"\2", p) for p in parts]
-  return "/".join(p for p in parts if p)
+  # jnp.einsum names its scope after the spec ("ih,nhwc,jw->nijc").
+  return "/".join(p for p in parts if p and "->" not in p)
 
 
 def _raw_feature_axes(node: Node, x_arg: int) -> tuple[Optional[int],
