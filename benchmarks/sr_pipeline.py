@@ -6,9 +6,9 @@ Times one image through the pipeline, stage by stage (after a warm-up call
 that compiles everything): preprocess (resize, crop, normalise), LRP
 (`sr_paper` composite, with the relevance image), context-aware saliency of
 the relevance image (the SR map), saliency of the image, and the pictures
-(Canny edges and the panel). Then times the batch runner (`sr_jax.batch.run`)
+(Canny edges and the panel). Then times the batch runner (`sr_jax.runner.run`)
 at `--batch_size` per device on `--num_devices` devices (default all that
-JAX sees: one CPU device unless `SR_JAX_CPU_DEVICES` asks for more) on a
+JAX sees: one CPU device per core unless `SR_JAX_CPU_DEVICES` says) on a
 folder of `--batch_images` images, after a warm-up run that compiles.
 Random weights: the timing does not depend on them. Prints a table (median
 over `--reps`) and writes `benchmarks/results/sr_pipeline.json`.
@@ -31,7 +31,7 @@ from absl import app, flags
 from PIL import Image
 
 import sr_jax
-from sr_jax import batch, io, sr, viz
+from sr_jax import io, runner, sr, viz
 from sr_jax.data import synthetic
 
 FLAGS = flags.FLAGS
@@ -52,7 +52,7 @@ STAGES = ("preprocess", "lrp", "saliency_relevance", "saliency_image",
 
 
 def _options() -> dict:
-  return batch.parse_options(FLAGS.saliency_options)
+  return runner.parse_options(FLAGS.saliency_options)
 
 
 def single_image(model, variables, image) -> dict[str, float]:
@@ -75,7 +75,7 @@ def single_image(model, variables, image) -> dict[str, float]:
 
 
 def batch_run(model, variables, images: list[np.ndarray]) -> dict[str, float]:
-  """images/s of `sr_jax.batch.run` on a folder, compiled beforehand (the
+  """images/s of `sr_jax.runner.run` on a folder, compiled beforehand (the
   model is loaded once, outside the timing)."""
   with tempfile.TemporaryDirectory() as tmp:
     folder = Path(tmp) / "in"
@@ -83,17 +83,17 @@ def batch_run(model, variables, images: list[np.ndarray]) -> dict[str, float]:
     for i, image in enumerate(images):
       Image.fromarray(image).save(folder / f"{i:03d}.png")
     # The runner's own explainer, with the model loaded once.
-    mesh = batch.make_mesh(FLAGS.num_devices or None)
+    mesh = runner.make_mesh(FLAGS.num_devices or None)
     devices = 1 if mesh is None else mesh.size
-    explain = batch.make_explainer(
+    explain = runner.make_explainer(
         model, variables, arch=FLAGS.model, composite="sr_paper",
         relevance_image="abs_rgb", saliency_options=_options(), mesh=mesh)
     args = dict(model=FLAGS.model, batch_size=FLAGS.batch_size,
                 num_devices=devices, saliency_options=_options(),
                 explain_fn=explain, stream=pyio.StringIO())
-    batch.run(str(folder / "000.png"), str(Path(tmp) / "warm"), **args)
+    runner.run(str(folder / "000.png"), str(Path(tmp) / "warm"), **args)
     start = time.perf_counter()
-    summary = batch.run(str(folder), str(Path(tmp) / "out"), **args)
+    summary = runner.run(str(folder), str(Path(tmp) / "out"), **args)
     seconds = time.perf_counter() - start
   assert summary.done == len(images), summary
   return {"images": len(images), "batch_size": FLAGS.batch_size,

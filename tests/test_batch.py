@@ -1,4 +1,4 @@
-"""Tests of the batch runner (`sr_jax.batch`) and its absl script.
+"""Tests of the batch runner (`sr_jax.runner`) and its absl script.
 
 Most tests give `run` a stand-in `explain_fn` made of plain NumPy, so they
 check the orchestration (grouping, padding, records, crash safety) quickly and
@@ -9,6 +9,7 @@ exit status, 4 simulated devices).
 
 import fcntl
 import functools
+import importlib
 import io as pyio
 import itertools
 import json
@@ -24,11 +25,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sr_jax import batch, io, metrics, sr, viz
+from sr_jax import io, metrics, runner, sr, viz
+from sr_jax.runner import journal
 from tests.test_sr import assert_maps_close
 
 # Batch sizes below are per device; one device keeps them what they say.
-run_one = functools.partial(batch.run, num_devices=1)
+run_one = functools.partial(runner.run, num_devices=1)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,7 +147,7 @@ def test_run_writes_outputs_and_records(tmp_path):
                                            if k != "total"), abs=1e-5)
   assert summary.done == 5 and summary.failed == 0 and summary.skipped == 0
   assert summary.mean_ssim_ratio == pytest.approx(np.mean(ratios))
-  assert "5/5 images (0 failed)" in stream.getvalue()
+  assert "5/5 images, 0 failed" in stream.getvalue()
   assert "images/s" in stream.getvalue() and "ETA" in stream.getvalue()
 
 
@@ -222,7 +224,7 @@ def test_killed_at_every_step_then_rerun_is_exactly_once(tmp_path, monkeypatch):
   good = write_images(inp, [16] * 3)
   bad = {"text.jpg": None}
   (inp / "text.jpg").write_text("no", encoding="utf-8")
-  real_write, real_commit = io.atomic_write, batch._Journal.commit
+  real_write, real_commit = io.atomic_write, journal.Writer.commit
   ops = itertools.count()
   crash = {"at": -1}
 
@@ -252,7 +254,7 @@ def test_killed_at_every_step_then_rerun_is_exactly_once(tmp_path, monkeypatch):
       raise Killed
 
   monkeypatch.setattr(io, "atomic_write", atomic_write)
-  monkeypatch.setattr(batch._Journal, "commit", commit)
+  monkeypatch.setattr(journal.Writer, "commit", commit)
 
   def go(out):
     return run_one(str(inp), str(out), model="vgg_tiny", batch_size=2,
@@ -314,7 +316,7 @@ def test_default_uses_every_device(tmp_path):
   inp = tmp_path / "in"
   write_images(inp, [16] * 3)
   sizes = []
-  batch.run(str(inp), str(tmp_path / "o"), model="vgg_tiny", batch_size=2,
+  runner.run(str(inp), str(tmp_path / "o"), model="vgg_tiny", batch_size=2,
             explain_fn=lambda c, t: sizes.append(len(c)) or fake_explain(c, t),
             stream=pyio.StringIO())
   per_batch = 2 * len(jax.devices())
@@ -325,19 +327,19 @@ def test_arguments_are_checked(tmp_path):
   inp = tmp_path / "in"
   write_images(inp, [16])
   with pytest.raises(ValueError, match=r"`num_devices` \(=99\) must be in 1\.\."):
-    batch.run(str(inp), str(tmp_path / "o"), model="vgg_tiny", num_devices=99,
+    runner.run(str(inp), str(tmp_path / "o"), model="vgg_tiny", num_devices=99,
               explain_fn=fake_explain)
   with pytest.raises(ValueError, match=r"`batch_size` \(=0\) must be >= 1"):
     run_one(str(inp), str(tmp_path / "o"), model="vgg_tiny", batch_size=0,
             explain_fn=fake_explain)
-  assert batch.parse_options('{"max_side": null, "k": 8}') == {
+  assert runner.parse_options('{"max_side": null, "k": 8}') == {
       "max_side": None, "k": 8}
   with pytest.raises(ValueError, match=r"`saliency_options` \(='\[1\]'\) "
                      r"must be a JSON object"):
-    batch.parse_options("[1]")
+    runner.parse_options("[1]")
   with pytest.raises(ValueError, match=r"`saliency_options` \(='\{'\) is "
                      r"not JSON"):
-    batch.parse_options("{")
+    runner.parse_options("{")
   (tmp_path / "none").mkdir()
   with pytest.raises(ValueError, match=r"`input` \(=.*none'\) names no image"):
     run_one(str(tmp_path / "none"), str(tmp_path / "o"), model="vgg_tiny",
@@ -448,3 +450,20 @@ def test_script_four_devices_equal_one(script, bad_folder_run, tmp_path):
       # A process with another device count (hence thread pools) agrees to
       # float32 rounding.
       assert_maps_close(dict(four), dict(ref))
+
+
+def test_deprecated_alias_warns_and_still_works(tmp_path):
+  sys.modules.pop("sr_jax.batch", None)
+  with pytest.warns(DeprecationWarning, match=r"sr_jax\.batch is deprecated.*"
+                    r"sr_jax\.runner"):
+    batch = importlib.import_module("sr_jax.batch")
+  assert batch.run is runner.run and batch.RESULTS == "results.jsonl"
+  inp = tmp_path / "in"
+  good = write_images(inp, [16] * 2)
+  summary = batch.run(str(inp), str(tmp_path / "out"), model="vgg_tiny",
+                      num_devices=1, explain_fn=fake_explain,
+                      stream=pyio.StringIO())
+  assert (summary.done, summary.failed) == (2, 0)
+  check_complete(inp, tmp_path / "out", good)
+  with pytest.raises(AttributeError, match=r"Progress was replaced by tqdm"):
+    batch.Progress  # pylint: disable=pointless-statement

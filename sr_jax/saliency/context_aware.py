@@ -44,11 +44,11 @@ Several devices (`num_devices`, default all that JAX sees): within that one
 function, the query patches of each scale are split evenly over the devices
 (`jax.shard_map`; every device holds all candidates), and a batch whose size
 is a multiple of the device count is split by image instead. On CPU several
-devices would let every core work (XLA runs `TopK`, gathers and the
-bisection on one thread per device), but `sr_jax.runtime` keeps JAX at one
-CPU device unless asked for more: with jax/jaxlib 0.9.2 and 0.10.2, two
-XLA:CPU computations running at once gave some wrong maps
-(`benchmarks/xla_cpu_concurrency.py`). The split changes the distances only
+devices let every core work (XLA runs `TopK`, gathers and the bisection on
+one thread per device), and `sr_jax.runtime` gives JAX one per core
+(`SR_JAX_CPU_DEVICES=1` for one: on one VM, two XLA:CPU computations
+running at once gave some wrong maps, `benchmarks/xla_cpu_concurrency.py`
+and tests/test_xla_cpu_concurrency.py). The split changes the distances only
 by float32 rounding (other block shapes: a few 1e-6). Step 7 can enlarge
 that: a pixel whose saliency is within rounding of `focus_threshold`·max
 may become a focus or stop being one, which moves the distance transform
@@ -216,7 +216,7 @@ def _mesh(num_devices: int | None, traced: bool) -> Mesh | None:
   Inside a caller's `jit` (a traced input) the caller owns the placement, so
   no mesh is used unless `num_devices` asks for one.
   """
-  devices = jax.devices()
+  devices = jax.local_devices()
   if num_devices is None:
     num_devices = 1 if traced else len(devices)
   if num_devices > len(devices):
@@ -224,8 +224,8 @@ def _mesh(num_devices: int | None, traced: bool) -> Mesh | None:
         f"`num_devices` (={num_devices}) must be <= the number of devices "
         f"JAX sees ({len(devices)}, {devices[0].platform}); for N CPU "
         "devices set SR_JAX_CPU_DEVICES=N (or XLA_FLAGS="
-        "--xla_force_host_platform_device_count=N) before JAX starts, and "
-        "see sr_jax.runtime on why one is the default.")
+        "--xla_force_host_platform_device_count=N) before JAX starts "
+        "(sr_jax.runtime).")
   if num_devices == 1:
     return None
   return Mesh(np.array(devices[:num_devices]), (_AXIS,))
@@ -242,7 +242,7 @@ def _run(fn, array: jax.Array, plan: Plan) -> jax.Array:
   if mesh is None or traced:
     return fn(array, plan, mesh)
   array = jax.device_put(array, NamedSharding(mesh, PartitionSpec()))
-  return jax.device_put(fn(array, plan, mesh), jax.devices()[0])
+  return jax.device_put(fn(array, plan, mesh), jax.local_devices()[0])
 
 
 def _prepare(image, name: str, batched: bool) -> jax.Array:

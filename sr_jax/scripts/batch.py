@@ -3,9 +3,17 @@ r"""Explains every image of a folder (or glob) with SR maps; resumable.
   python -m sr_jax.scripts.batch --input=photos --out=out --model=vgg16 \
       --weights=weights/vgg16.safetensors --batch_size=8
 
-Writes `<name>.npz` and `<name>.png` per image, `results.jsonl` and
-`failures.jsonl`; a re-run skips what is done (see `sr_jax.batch`). The exit
-status is 1 when any image failed.
+Writes `<name>.npz` and `<name>.png` per image, `results.jsonl`,
+`failures.jsonl` and the report `index.html`; a re-run skips what is done
+(see `sr_jax.runner`). The exit status is 1 when any image failed.
+
+On many hosts, start one process per host (srun, mpirun) with
+`--distributed` (JAX reads SLURM, Open MPI and TPU environments), or give
+`--coordinator_address`, `--num_processes` and `--process_id` yourself; every
+process takes its share of the files into the same, shared `--out`:
+
+  python -m sr_jax.scripts.batch --input=photos --out=out \
+      --coordinator_address=10.0.0.1:1234 --num_processes=2 --process_id=0
 """
 
 from __future__ import annotations
@@ -26,32 +34,48 @@ flags.DEFINE_string("weights", None,
 flags.DEFINE_integer("batch_size", 8, "Images per batch and device.",
                      lower_bound=1)
 flags.DEFINE_integer("num_devices", 0,
-                     "Devices to shard each batch over (jax.devices(); "
-                     "0: all of them; on CPU one unless SR_JAX_CPU_DEVICES "
-                     "asks for more, see sr_jax.runtime).",
+                     "Devices to shard each batch over (jax.local_devices(); "
+                     "0: all of them; on CPU one per core unless "
+                     "SR_JAX_CPU_DEVICES says otherwise, see sr_jax.runtime).",
                      lower_bound=0)
 _flags.define_explanation_flags()
 flags.adopt_module_key_flags(_flags)
 flags.DEFINE_bool("retry_failed", False,
                   "Retry images an earlier run recorded as failed.")
+flags.DEFINE_bool("distributed", False,
+                  "Start jax.distributed, reading the cluster's environment "
+                  "(SLURM, Open MPI, TPU) for what the three flags below "
+                  "leave out.")
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0, for jax.distributed.")
+flags.DEFINE_integer("num_processes", None,
+                     "Processes of a multi-host run (jax.distributed).",
+                     lower_bound=1)
+flags.DEFINE_integer("process_id", None,
+                     "This process's index in a multi-host run, "
+                     "0..num_processes-1.", lower_bound=0)
 flags.mark_flags_as_required(["input", "out"])
 
 
 def run(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from sr_jax import batch  # pylint: disable=import-outside-toplevel
+  from sr_jax import runner  # pylint: disable=import-outside-toplevel
   try:
-    summary = batch.run(
+    runner.initialize(coordinator_address=FLAGS.coordinator_address,
+                      num_processes=FLAGS.num_processes,
+                      process_id=FLAGS.process_id, auto=FLAGS.distributed)
+    summary = runner.run(
         FLAGS.input, FLAGS.out, model=FLAGS.model, weights=FLAGS.weights,
         batch_size=FLAGS.batch_size, num_devices=FLAGS.num_devices or None,
         composite=FLAGS.composite, relevance_image=FLAGS.relevance_image,
-        saliency_options=batch.parse_options(FLAGS.saliency_options),
+        saliency_options=runner.parse_options(FLAGS.saliency_options),
         retry_failed=FLAGS.retry_failed, stream=sys.stderr)
   except (ValueError, RuntimeError) as e:  # Bad flags or a busy --out.
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(summary)
+  if runner.hosts.process()[0] == 0:
+    print(summary)  # One summary line per run, for the whole run.
   return 1 if summary.failed else 0
 
 
