@@ -445,6 +445,7 @@ def sr_map(
     An `SRResult`.
 
   Examples:
+    >>> import sr_jax
     >>> model, variables = sr_jax.load_model("vgg_tiny")
     >>> img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)
     >>> out = sr_map(model, variables, img, arch="vgg_tiny")
