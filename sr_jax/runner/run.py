@@ -116,31 +116,38 @@ def run(
     input: str,  # pylint: disable=redefined-builtin
     out: str,
     *,
-    model: str = "vgg16",
+    arch: Optional[str] = None,
     weights: Optional[str] = None,
     batch_size: int = 8,
     num_devices: Optional[int] = None,
-    composite: str = "sr_paper",
+    method: str = "lrp",
+    method_options: Optional[dict[str, Any]] = None,
+    composite: Optional[str] = None,
     relevance_image: str = "abs_rgb",
     retry_failed: bool = False,
     saliency_options: Optional[dict[str, Any]] = None,
     explain_fn: Optional[ExplainFn] = None,
     stream: TextIO = sys.stderr,
     report_interval: Optional[float] = 10.0,
+    model: Optional[str] = None,
 ) -> Summary:
   """Explains every image of `input` into `out`; resumable and crash-safe.
 
   Args:
     input: a folder (its image files, not subfolders) or a glob pattern.
     out: the output folder (created if missing; shared by all processes).
-    model: architecture name (`sr_jax.models.ARCHS`).
+    arch: architecture name (`sr_jax.models.ARCHS`; default "vgg16").
     weights: a safetensors weight file; None: `resolve_weights`.
     batch_size: images per batch and device.
     num_devices: this process's devices to shard each batch over (None: all
       of them, one per CPU core when sr_jax configured JAX); a batch holds
       `batch_size * num_devices` images. The saliency step uses the same
       devices unless `saliency_options` names its own `num_devices`.
-    composite: LRP composite name.
+    method: the attribution method of the SR map
+      (`sr_jax.attribution.METHODS`).
+    method_options: its keyword options (JSON-friendly values).
+    composite: LRP composite name (alias of `method_options={"composite":
+      ...}` for method "lrp"; default "sr_paper").
     relevance_image: see `sr_jax.sr.relevance_to_image`.
     retry_failed: redo images recorded as failed by an earlier run.
     saliency_options: keyword options of `context_aware_batch`.
@@ -150,6 +157,7 @@ def run(
     report_interval: the fewest seconds between two rewrites of
       `index.html` during the run (it is also written at the start and the
       end); None writes no report.
+    model: the former name of `arch`, kept as an alias.
 
   Returns:
     A `Summary` of the whole run (every process); `failed > 0` means some
@@ -169,6 +177,11 @@ def run(
   file name of the panel's thumbnail); for "failed": "stage" ("load",
   "explain" or "write") and "reason".
   """
+  model = arch_name(arch, model)
+  sr_config = sr.SRConfig.make(method=method, method_options=method_options,
+                               composite=composite,
+                               relevance_image=relevance_image,
+                               saliency_options=saliency_options)
   if batch_size < 1:
     raise ValueError(f"`batch_size` (={batch_size}) must be >= 1.")
   if report_interval is not None and not report_interval >= 0:
@@ -186,10 +199,15 @@ def run(
   outdir.mkdir(parents=True, exist_ok=True)
   weights = options.resolve_weights(model, weights)
   class_names = sr.class_names(model, weights)
-  config = {"model": model, "composite": composite,
+  config = {"model": model,
+            "composite": sr_config.options().get("composite"),
             "weights": weights and os.path.abspath(weights),
             "relevance_image": relevance_image,
             "saliency_options": saliency_options or {}}
+  if method != "lrp" or method_options:  # (older run.json files lack these)
+    described = sr_config.describe()
+    config.update(method=described["method"],
+                  method_options=described["method_options"])
   options.check_config(outdir, config)
   with journal.exclusive(outdir, process=process):
     hosts.check_same_inputs(names)  # Every process holds its lock.
@@ -211,10 +229,8 @@ def run(
     with journal.Writer(outdir, process=process, count=count) as writer:
       if explain_fn is None and todo:
         module, variables = load_model(model, weights)
-        explain_fn = make_explainer(
-            module, variables, arch=model, composite=composite,
-            relevance_image=relevance_image,
-            saliency_options=saliency_options, mesh=mesh)
+        explain_fn = make_explainer(module, variables, arch=model,
+                                    config=sr_config, mesh=mesh)
       desc = "explain" if count == 1 else f"explain [process {process}/{count}]"
       with progress(total=len(todo), desc=desc, unit="images", stream=stream,
                     postfix="0 failed") as bar:
@@ -239,18 +255,27 @@ def run(
   return summary
 
 
+def arch_name(arch: Optional[str], model: Optional[str]) -> str:
+  """The architecture from `arch` or its former name `model`."""
+  if arch is not None and model is not None and arch != model:
+    raise ValueError(
+        f"`arch` (={arch!r}) and its alias `model` (={model!r}) disagree; "
+        "give one.")
+  return arch or model or "vgg16"
+
+
 def explain_one(
     image: np.ndarray,
     out: str,
     name: str,
     *,
-    model: str = "vgg16",
+    arch: Optional[str] = None,
     weights: Optional[str] = None,
     target: Optional[int] = None,
-    composite: str = "sr_paper",
-    relevance_image: str = "abs_rgb",
-    saliency_options: Optional[dict[str, Any]] = None,
+    config: Optional[sr.SRConfig] = None,
     true_label: Any = None,
+    model: Optional[str] = None,
+    **sr_options: Any,
 ) -> tuple[sr.SRResult, Optional[tuple[str, ...]]]:
   """`sr_map` of one image, written as `<out>/<name>.npz` and `.png`.
 
@@ -258,50 +283,55 @@ def explain_one(
     image: uint8 image.
     out: output folder (created if missing).
     name: the output files' name before ".npz" / ".png".
-    model, weights: architecture and weight file (see `resolve_weights`).
-    target, composite, relevance_image: as in `sr_jax.sr.sr_map`.
-    saliency_options: keyword options of `sr_jax.saliency.context_aware`.
+    arch, weights: architecture and weight file (see `resolve_weights`).
+    target: as in `sr_jax.sr.sr_map`.
+    config: an `sr_jax.sr.SRConfig`, or its fields as keyword `sr_options`
+      (method, method_options, composite, relevance_image,
+      saliency_options), as in `sr_map`.
     true_label: ground truth shown on the panel (index or text).
+    model: the former name of `arch`, kept as an alias.
+    **sr_options: see `config`.
 
   Returns:
     The `SRResult` and the class names (None when the model has none).
   """
-  weights = options.resolve_weights(model, weights)
-  module, variables = load_model(model, weights)
-  names = sr.class_names(model, weights)
-  result = sr.sr_map(module, variables, image, arch=model, target=target,
-                     composite=composite, relevance_image=relevance_image,
-                     **(saliency_options or {}))
+  arch = arch_name(arch, model)
+  weights = options.resolve_weights(arch, weights)
+  module, variables = load_model(arch, weights)
+  names = sr.class_names(arch, weights)
+  result = sr.sr_map(module, variables, image, arch=arch, target=target,
+                     config=sr.config_from(config, sr_options))
   Path(out).mkdir(parents=True, exist_ok=True)
   outputs.write_outputs(Path(out), name, result, class_names=names,
                         true_label=true_label)
   return result, names
 
 
-def make_explainer(module, variables, *, arch: str, composite: str,
-                   relevance_image: str,
-                   saliency_options: Optional[dict[str, Any]],
-                   mesh: Optional[jax.sharding.Mesh]) -> ExplainFn:
+def make_explainer(module, variables, *, arch: str,
+                   config: Optional[sr.SRConfig] = None,
+                   mesh: Optional[jax.sharding.Mesh] = None,
+                   **sr_options: Any) -> ExplainFn:
   """The runner's `explain_fn` for a loaded model, on `mesh`'s devices.
 
   The variables are replicated onto the mesh once, and the saliency step
-  runs on the same devices (unless `saliency_options` names its own
+  runs on the same devices (unless the saliency options name their own
   `num_devices`): with one device, or with a batch split by image over N,
   every image runs the same program, so N devices give the results of one
-  bit for bit.
+  bit for bit. `config` (or its fields as keyword `sr_options`) is the
+  `sr_jax.sr.SRConfig` of the maps.
   """
+  config = sr.config_from(config, sr_options)
   devices = 1 if mesh is None else mesh.size
-  opts = {"num_devices": devices, **(saliency_options or {})}
+  config = dataclasses.replace(config, saliency_options=sr.SRConfig.make(
+      saliency_options={"num_devices": devices, **config.saliency()}
+  ).saliency_options)
   if mesh is not None:  # Replicated once here, not at every batch.
     variables = jax.device_put(variables, jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec()))
 
   def explain(crops: np.ndarray, timings: dict) -> list:
     return sr.explain_crops(module, variables, crops, arch=arch,
-                            composite=composite,
-                            relevance_image=relevance_image,
-                            saliency_options=opts, mesh=mesh,
-                            timings=timings)
+                            config=config, mesh=mesh, timings=timings)
   return explain
 
 
