@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: peak memory and fresh workers."""
+"""Helpers shared by the benchmark scripts: timing, peak memory, workers."""
 
 from __future__ import annotations
 
@@ -8,9 +8,25 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-from typing import Optional
+import time
+from typing import Any, Callable, Optional
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def timed(fn: Callable[[], Any], reps: int) -> tuple[float, list[float]]:
+  """Seconds of `fn`'s first call (compilation included) and of `reps` more,
+  each waiting for JAX's results (`jax.block_until_ready`)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  first = time.perf_counter() - start
+  times = []
+  for _ in range(reps):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return first, times
 
 
 def vmhwm_mib() -> float:

@@ -42,7 +42,7 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-from _common import vmhwm_mib  # benchmarks/ is on sys.path
+from _common import timed as _timed, vmhwm_mib  # benchmarks/ is on sys.path
 RESULTS = ROOT / "benchmarks" / "results" / "context_aware.json"
 
 
@@ -56,20 +56,6 @@ def _images(n: int):
           for b in base]
   out = base + [b[:, ::-1] for b in base]
   return [np.ascontiguousarray(out[i % len(out)]) for i in range(n)]
-
-
-def _timed(fn, reps: int):
-  """(first call seconds, list of later call seconds)."""
-  import jax
-  start = time.perf_counter()
-  jax.block_until_ready(fn())
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return first, times
 
 
 def worker_kernel(size: int, reps: int, block_size: int) -> dict:

@@ -5,19 +5,24 @@
   second thread pool; on 2 cores that oversubscribes them. Without them
   the VGG-16 forward pass took 0.80x the time at batch 1 and AlexNet 0.72x
   at batch 8, and the saliency kernel 0.9x (2-core Xeon, benchmarks/README.md).
-* **One CPU device**, XLA's own default, unless asked for more
-  (`configure_cpu(devices=N)` or `$SR_JAX_CPU_DEVICES`). Several devices let
-  `sr_jax.saliency` split an image's query patches (or a batch's images)
-  over the cores, 3.4 s -> 2.2 s per 250-px image on 2 cores, and sr_jax
-  used to create one per core. It no longer does: with jax/jaxlib 0.9.2 and
-  0.10.2, two XLA:CPU computations running at the same time (two devices of
-  one program, or two threads on one device) gave wrong saliency maps, up
-  to 0.54 off on a [0, 1] scale for some images, the first wrong values
-  being one tile of a matrix product; one computation at a time, or the
-  same run pinned to one core, gave the right maps
-  (`benchmarks/xla_cpu_concurrency.py` reproduces it). A research library
-  should not trade right answers for speed, so more devices are an opt-in
-  for those who check their results.
+* **One CPU device per core** (`--xla_force_host_platform_device_count`,
+  at most `MAX_CPU_DEVICES`; `configure_cpu(devices=N)` or
+  `$SR_JAX_CPU_DEVICES=N` for another count, 1 for XLA's single device).
+  Much of the context-aware saliency kernel (XLA's `TopK`, the bisection,
+  the gathers) runs on one thread per device; with several devices
+  `sr_jax.saliency` splits an image's query patches (or a batch's images)
+  over them inside one jitted function, so every core works: 3.4 s -> 2.2 s
+  per 250-px image on 2 cores. Work that is not split (models, LRP) runs on
+  device 0 with XLA's intra-op thread pool, which all devices share
+  (benchmarks/README.md, "CPU devices", has the stage-by-stage figures).
+  For part of 2026-12-01 the default was one device: on one 2-core AMD
+  EPYC VM, with jax/jaxlib 0.9.2 and 0.10.2, two XLA:CPU computations
+  running at once (two devices, or two threads on one device) gave wrong
+  saliency maps for some images. Nine later runs of
+  `benchmarks/xla_cpu_concurrency.py` in two other sessions (also 2-core
+  "AMD EPYC" VMs, same software) were exact to the bit, so the fault looks
+  like that host's. tests/test_xla_cpu_concurrency.py fails on a machine
+  whose concurrent results differ; `SR_JAX_CPU_DEVICES=1` is the way out.
 
 Both only change `XLA_FLAGS`, so they only work before JAX creates its
 backends (the first array or computation). `sr_jax` calls `tune_from_env`
@@ -33,9 +38,26 @@ import os
 
 ENV = "SR_JAX_TUNE_XLA"
 DEVICES_ENV = "SR_JAX_CPU_DEVICES"
+# Every device holds a copy of the image and all candidate patches (~0.1 GB
+# at 250 px), and `TopK`'s single thread per device is what more devices buy.
+MAX_CPU_DEVICES = 8
 _DEVICE_FLAG = "--xla_force_host_platform_device_count"
 _YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 _state: dict[str, object] = {"applied": (), "reason": "not attempted"}
+
+
+def available_cores() -> int:
+  """CPU cores this process may run on (its affinity mask where known)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except (AttributeError, OSError):
+    return os.cpu_count() or 1
+
+
+def default_devices() -> int:
+  """The CPU device count `configure_cpu` uses when not told: one per core
+  (`available_cores`), at most `MAX_CPU_DEVICES`."""
+  return max(1, min(available_cores(), MAX_CPU_DEVICES))
 
 
 def _backends_started() -> bool:
@@ -50,8 +72,8 @@ def configure_cpu(devices: int | None = None, *, ynn: bool = False) -> tuple:
   """Adds the settings above to `XLA_FLAGS`, if JAX has not started yet.
 
   Args:
-    devices: CPU devices to create; None or 1: XLA's single device (see
-      above for why more are an opt-in).
+    devices: CPU devices to create; None: `default_devices()` (one per
+      core); 1: XLA's single device.
     ynn: keep XLA's YNNPACK fusions (False turns them off).
 
   Returns:
@@ -68,7 +90,8 @@ def configure_cpu(devices: int | None = None, *, ynn: bool = False) -> tuple:
     return ()
   flags = os.environ.get("XLA_FLAGS", "")
   added = []
-  if devices is not None and devices > 1 and _DEVICE_FLAG not in flags:
+  devices = default_devices() if devices is None else devices
+  if devices > 1 and _DEVICE_FLAG not in flags:
     added.append(f"{_DEVICE_FLAG}={devices}")
   if not ynn and _YNN_FLAG not in flags:
     added.append(f"{_YNN_FLAG}=")
@@ -91,7 +114,7 @@ def _devices_from_env() -> int | None:
   if devices < 1:
     raise ValueError(
         f"${DEVICES_ENV} (={value!r}) must be an int >= 1 (CPU devices to "
-        "create), or unset for one.")
+        "create), or unset for one per core.")
   return devices
 
 

@@ -2,8 +2,8 @@
 
 import os
 
-# sr_jax keeps JAX at one CPU device by default (sr_jax.runtime explains
-# why); the tests ask for two so that the code that splits work over devices
+# sr_jax gives JAX one CPU device per core (sr_jax.runtime); the tests ask
+# for two on any machine, so that the code that splits work over devices
 # (saliency split by query or by image, sharded batches) runs and is compared
 # with one device. Subprocess tests that need other counts set them.
 os.environ.setdefault("SR_JAX_CPU_DEVICES", "2")

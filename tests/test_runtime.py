@@ -34,17 +34,35 @@ def _probe(env_extra: dict, before: str = "") -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_import_keeps_one_cpu_device_and_turns_ynn_off():
-  # One device: two XLA:CPU computations at once gave wrong maps
-  # (benchmarks/xla_cpu_concurrency.py), so more devices are an opt-in.
+def test_import_gives_one_cpu_device_per_core_and_turns_ynn_off():
   got = _probe({})
+  cores = len(os.sched_getaffinity(0))
+  want = min(cores, runtime.MAX_CPU_DEVICES)
+  assert got["devices"] == want
+  assert got["status"]["reason"] == "applied"
+  ynn = "--xla_cpu_experimental_ynn_fusion_type="
+  if want == 1:
+    assert got["flags"] == ynn
+  else:
+    assert got["flags"] == (
+        f"--xla_force_host_platform_device_count={want} {ynn}")
+
+
+def test_one_device_on_one_core():
+  # The count follows the cores this process may use, not the machine's.
+  got = _probe({}, before="os.sched_setaffinity(0, "
+               "{min(os.sched_getaffinity(0))})")
+  assert got["devices"] == 1
+  assert got["flags"] == "--xla_cpu_experimental_ynn_fusion_type="
+
+
+def test_one_device_is_the_opt_out():
+  got = _probe({runtime.DEVICES_ENV: "1"})
   assert got["devices"] == 1
   assert "device_count" not in got["flags"]
-  assert got["flags"] == "--xla_cpu_experimental_ynn_fusion_type="
-  assert got["status"]["reason"] == "applied"
 
 
-def test_devices_are_an_opt_in_from_the_environment():
+def test_device_count_from_the_environment():
   got = _probe({runtime.DEVICES_ENV: "3"})
   assert got["devices"] == 3
   assert "--xla_force_host_platform_device_count=3" in got["flags"]
@@ -86,3 +104,10 @@ def test_bad_device_count(bad):
   with pytest.raises(ValueError, match=r"`devices` \(=.*\) must be None or "
                      r"an int >= 1"):
     runtime.configure_cpu(bad)
+
+
+def test_default_devices_is_one_per_core_up_to_the_cap(monkeypatch):
+  monkeypatch.setattr(runtime, "available_cores", lambda: 3)
+  assert runtime.default_devices() == 3
+  monkeypatch.setattr(runtime, "available_cores", lambda: 64)
+  assert runtime.default_devices() == runtime.MAX_CPU_DEVICES
