@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import sr_jax
+from sr_jax import explain as explain_lib
 from sr_jax import sr
 from sr_jax import weights as weights_lib
 from sr_jax.classes import label
@@ -78,6 +79,11 @@ def test_explain_the_sample_without_a_file(explain, tmp_path):
   order = np.argsort(-p)[:5]
   want = [f"{label(i, names)} {p[i]:.2f}" for i in order]
   assert proc.stdout.splitlines()[:5] == want
+  # Only the predictions and the files written: no backend or log lines.
+  assert len(proc.stdout.splitlines()) == 6
+  assert proc.stdout.splitlines()[5].startswith("explained ")
+  assert proc.stderr == ""
+  assert not re.search(r"TPU|backend", proc.stdout + proc.stderr)
 
 
 def test_explain_errors(explain, tmp_path):
@@ -166,8 +172,8 @@ def test_explain_weights_and_composite_errors(explain, tmp_path):
   proc = explain(f"--image={path}", "--model=vgg_tiny", f"--weights={missing}",
                  f"--out={out}")
   assert proc.returncode == 2
-  assert re.search(r"error: --weights='.*/missing\.safetensors' is not a "
-                   r"file; give a safetensors weights file", proc.stderr), (
+  assert re.search(r"error: `weights` \(='.*/missing\.safetensors'\) is not "
+                   r"a file; give a safetensors weights file", proc.stderr), (
                        proc.stderr)
   # A file of another architecture.
   _, other = sr_jax.load_model("demo_vgg_tiny", key=jax.random.PRNGKey(0))
@@ -186,3 +192,95 @@ def test_explain_weights_and_composite_errors(explain, tmp_path):
   assert re.search(r"error: Unknown `composite` \(='nope'\); known "
                    r"composites: .*epsilon_plus_flat", proc.stderr), proc.stderr
   assert not list(out.glob("*.npz"))
+
+
+# --- the shared app helper (sr_jax/scripts/_app.py) ------------------------
+
+
+def _run_app(*flags, raise_error=None):
+  """A throwaway app on `_app.run` that logs as JAX does while it looks for
+  backends, then returns 3 or raises `raise_error`."""
+  code = (
+      "import logging, sys\n"
+      "from sr_jax.scripts import _app\n"
+      "def main(argv):\n"
+      "  logging.getLogger('jax._src.xla_bridge').info("
+      "'probe: Unable to initialize backend')\n"
+      f"  if {raise_error!r}: raise ValueError({raise_error!r})\n"
+      "  print('result')\n"
+      "  return 3\n"
+      "_app.run(main)\n")
+  return subprocess.run([sys.executable, "-c", code, *flags], cwd=REPO,
+                        capture_output=True, text=True, timeout=120,
+                        check=False)
+
+
+def test_app_keeps_backend_logs_quiet_unless_verbosity_asks():
+  quiet = _run_app()
+  assert (quiet.returncode, quiet.stdout, quiet.stderr) == (3, "result\n", "")
+  loud = _run_app("--verbosity=0")
+  assert loud.returncode == 3
+  assert "probe: Unable to initialize backend" in loud.stderr
+
+
+def test_app_turns_a_value_error_into_one_line_and_exit_2():
+  proc = _run_app(raise_error="bad `x` (=1)\n  must be 2")
+  assert proc.returncode == 2
+  assert proc.stderr.splitlines() == ["error: bad `x` (=1) must be 2"]
+  assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("script,args,message", [
+    ("train_demo", ["--steps=0"], "error: `steps` (=0) must be >= 1."),
+    ("explain", ["--image=sample", "--model=nope"],
+     "error: Unknown architecture `arch` (='nope')"),
+])
+def test_every_script_reports_value_errors_in_one_line(tmp_path, script, args,
+                                                       message):
+  proc = subprocess.run(
+      [sys.executable, "-m", f"sr_jax.scripts.{script}", *args,
+       f"--out={tmp_path / 'out'}"], cwd=REPO, capture_output=True,
+      text=True, timeout=300, check=False)
+  assert proc.returncode == 2, proc.stderr
+  assert len(proc.stderr.splitlines()) == 1
+  assert proc.stderr.startswith(message), proc.stderr
+  assert not list(tmp_path.iterdir())
+
+
+# --- the library behind the script (sr_jax/explain.py) ---------------------
+
+
+def test_library_explain_chooses_input_model_and_checks_weights(tmp_path):
+  image, path = write_image(tmp_path)
+  assert explain_lib.default_model("sample") == "demo_vgg"
+  assert explain_lib.default_model(path) == "vgg16"
+  assert explain_lib.default_model("sample", "vgg_tiny") == "vgg_tiny"
+  pixels, name, truth = explain_lib.load_input("sample", sample_index=1)
+  want, want_truth, _ = synthetic.sample(synthetic.SAMPLE_SEED, 1)
+  np.testing.assert_array_equal(pixels, want)
+  assert (name, truth) == ("sample1", want_truth)
+  pixels, name, truth = explain_lib.load_input(path)
+  np.testing.assert_array_equal(pixels, image)
+  assert (name, truth) == ("cat.png", None)
+  with pytest.raises(ValueError, match=r"`weights` \(='.*nope'\) is not a "
+                     r"file"):
+    explain_lib.explain(path, tmp_path / "out", model="vgg_tiny",
+                        weights=tmp_path / "nope")
+  assert not (tmp_path / "out").exists()
+
+
+def test_library_explain_writes_and_reports(tmp_path):
+  image, path = write_image(tmp_path)
+  out = tmp_path / "out"
+  done = explain_lib.explain(path, out, model="vgg_tiny", target=3,
+                             saliency_options={"max_side": None})
+  assert (done.png, done.npz) == (out / "cat.png.png", out / "cat.png.npz")
+  assert done.png.is_file() and done.model == "vgg_tiny"
+  model, variables = sr_jax.load_model("vgg_tiny")
+  want = sr.sr_map(model, variables, image, arch="vgg_tiny", target=3,
+                   max_side=None)
+  assert_maps_close(load_npz(done.npz), want.arrays())
+  p = softmax(want.logits)
+  order = np.argsort(-p)[:5]
+  assert explain_lib.report(done) == [f"{i} {p[i]:.2f}" for i in order] + [
+      f"explained 3; wrote {out / 'cat.png.png'} and .npz"]

@@ -134,7 +134,7 @@ def test_caption_lines():
 
 def test_panel_tiles_are_where_they_should_be():
   tile = 64
-  picture = viz.panel(None, _result(), labels=["a", "b", "c"], true_label=0,
+  picture = viz.panel(None, _result(), class_names=["a", "b", "c"], true_label=0,
                       title="x.png", tile_size=tile)
   assert isinstance(picture, Image.Image) and picture.mode == "RGB"
   assert picture.width >= 3 * tile and picture.height >= 2 * tile
@@ -208,3 +208,143 @@ def test_compare_models_panel_layout():
   assert y_top == r_top and y_left < r_left
   with pytest.raises(ValueError, match=r"must have one result per image \(=2\)"):
     viz.compare_models_panel(images, [a], [b, b])
+
+
+def _drawn_text(monkeypatch):
+  """Records every string PIL draws, with its position."""
+  from PIL import ImageDraw  # pylint: disable=import-outside-toplevel
+  drawn, real = [], ImageDraw.ImageDraw.text
+
+  def text(self, xy, content, *args, **kwargs):
+    drawn.append((content, xy))
+    return real(self, xy, content, *args, **kwargs)
+  monkeypatch.setattr(ImageDraw.ImageDraw, "text", text)
+  return drawn
+
+
+def test_panel_says_the_prediction_once_in_the_heading(monkeypatch):
+  drawn = _drawn_text(monkeypatch)
+  tile = 224  # wide enough for the whole heading line
+  picture = viz.panel(None, _result(), class_names=["a", "b", "c"],
+                      true_label=0, title="x.png", tile_size=tile)
+  texts = [t for t, _ in drawn]
+  assert texts == ["x.png", "pred: 1 b (0.71); true: 0 a", "input",
+                   "image saliency", "LRP", "SR", "LRP on edges",
+                   "SR on edges"]
+  # The heading is above every tile; each name is above its own tile.
+  (g_top, _, _, _), _ = _bbox(picture, (0, 255, 0))
+  heading_y = [xy[1] for t, xy in drawn[:2]]
+  assert max(heading_y) < min(xy[1] for _, xy in drawn[2:]) < g_top
+  # Without a title or truth the heading is the prediction alone.
+  drawn.clear()
+  viz.panel(None, _result(target=0), tile_size=tile)
+  assert [t for t, _ in drawn][:2] == ["target: 0 (0.71)", "input"]
+
+
+def test_panel_labels_is_a_deprecated_alias(monkeypatch):
+  drawn = _drawn_text(monkeypatch)
+  new = viz.panel(None, _result(), class_names=["a", "b", "c"], tile_size=224)
+  with pytest.warns(DeprecationWarning, match=r"`labels=` .* `class_names=`"):
+    old = viz.panel(None, _result(), labels=["a", "b", "c"], tile_size=224)
+  np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
+  assert drawn[0][0] == "pred: 1 b (0.71)"
+  with pytest.raises(ValueError, match=r"once, as `class_names=`"):
+    viz.panel(None, _result(), labels=["a"], class_names=["a"])
+
+
+def test_uint8_rgb_checks_speak_alike():
+  float_image = np.zeros((16, 16, 3))
+  with pytest.raises(ValueError, match=r"`images\[1\]` \(shape=\(16, 16, 3\), "
+                     r"dtype=float64\) must be uint8 HxWx3\."):
+    a = _result()
+    viz.compare_models_panel([a.image, float_image], [a, a], [a, a])
+  with pytest.raises(ValueError, match=r"`result.image` \(shape=\(16, 16\), "
+                     r"dtype=uint8\) must be uint8 HxWx3\."):
+    viz.panel(None, _result(image=np.zeros((16, 16), np.uint8)))
+
+
+def test_panel_png_is_the_panel():
+  import io  # pylint: disable=import-outside-toplevel
+  data = viz.panel_png(_result(), class_names=["a", "b", "c"], tile_size=32)
+  assert data[:8] == b"\x89PNG\r\n\x1a\n"
+  back = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+  want = np.asarray(viz.panel(None, _result(), class_names=["a", "b", "c"],
+                              tile_size=32))
+  np.testing.assert_array_equal(back, want)
+
+
+def test_canny_lives_in_image_ops():
+  from sr_jax import image_ops  # pylint: disable=import-outside-toplevel
+  from tests.test_imports import import_graph  # pylint: disable=import-outside-toplevel
+  assert viz.canny is image_ops.canny
+  graph = import_graph()
+  assert not any(m.startswith("sr_jax.viz") for m in graph["sr_jax.image_ops"])
+  assert "sr_jax.sr" not in set().union(
+      *(deps for m, deps in graph.items() if m.startswith("sr_jax.viz")))
+
+
+# --- show (matplotlib) -----------------------------------------------------
+
+
+@pytest.fixture
+def pyplot():
+  matplotlib = pytest.importorskip("matplotlib")
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  yield plt
+  plt.close("all")
+
+
+def test_show_draws_the_panel_pixel_for_pixel(pyplot):
+  ax = viz.show(_result(), class_names=["a", "b", "c"], tile_size=32)
+  want = np.asarray(viz.panel(None, _result(), class_names=["a", "b", "c"],
+                              tile_size=32))
+  np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), want)
+  height, width = want.shape[:2]
+  size = np.round(ax.figure.get_size_inches() * ax.figure.dpi)  # float inches
+  assert tuple(size) == (width, height)
+  _, ax2 = pyplot.subplots()
+  image = _result().image
+  assert viz.show(image, ax=ax2) is ax2
+  np.testing.assert_array_equal(np.asarray(ax2.images[0].get_array()), image)
+  with pytest.raises(ValueError, match=r"colour a map first"):
+    viz.show(np.zeros((4, 4)))
+  with pytest.raises(ValueError, match=r"`tile_size` is an option of a "
+                     r"result's panel"):
+    viz.show(image, tile_size=32)
+
+
+def test_show_without_matplotlib_says_how_to_install_it(monkeypatch):
+  import sys  # pylint: disable=import-outside-toplevel
+  monkeypatch.setitem(sys.modules, "matplotlib", None)
+  monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+  with pytest.raises(ImportError, match=r"`pip install matplotlib`"):
+    viz.show(_result())
+
+
+def test_importing_viz_does_not_import_matplotlib():
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  code = "import sys, sr_jax.viz; print('matplotlib' in sys.modules)"
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, timeout=120, check=True)
+  assert out.stdout.strip() == "False"
+
+
+def test_grid_layout_and_heading_lines():
+  """Sizes written out from the layout rules: font 11 px, pad 5, caption
+  line 15, heading line round(11 * 1.3) = 14 (+4 between lines)."""
+  red = np.zeros((8, 8, 3), np.uint8)
+  red[..., 0] = 255
+  rows = [[(["red"], red), (["none"], None)]]
+  plain = viz.grid(rows, tile_size=32)
+  assert plain.size == (2 * 32 + 3 * 5, 5 + 15 + 5 + 32 + 5)
+  (top, left, h, w), _ = _bbox(plain, (255, 0, 0))
+  assert (top, left, h, w) == (5 + 15 + 2, 5, 32, 32)  # 8 px enlarged 4x
+  one = viz.grid(rows, tile_size=32, title="a")
+  two = viz.grid(rows, tile_size=32, title=["a", "b"])
+  assert one.height == plain.height + 14 + 2 * 5
+  assert two.height == one.height + 14 + 4
+  assert _bbox(two, (255, 0, 0))[0][0] == top + 14 + 4 + 14 + 2 * 5
+  with pytest.raises(ValueError, match=r"`tile_size` \(=8\) must be >= 16"):
+    viz.grid(rows, tile_size=8)

@@ -8,6 +8,7 @@ independently, on the tiny VGG (and a tiny BatchNorm VGG registered per test).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -142,7 +143,7 @@ def test_vgg_face_dag_names_are_vgg16_conv_indices():
     if v != "M":
       convs.append(idx)
     idx += 1 if v == "M" else 2  # conv + ReLU
-  names = [weights._FACE_NAMES[c] for c in weights._FACE_CONVS]  # pylint: disable=protected-access
+  names = [weights.convert._FACE_NAMES[c] for c in weights.convert._FACE_CONVS]  # pylint: disable=protected-access
   assert names == [f"features.{i}" for i in convs]
   assert weights.detect_layout({"conv1_1.weight": 0}) == "vgg_face_dag"
 
@@ -214,11 +215,11 @@ def test_load_shapes_fit_but_file_names_other_arch(tiny_file, monkeypatch):
 
 def test_unknown_arch_lists_known(tiny_file):
   known = r"known architectures: alexnet, .*vgg16, .*vgg_tiny"
-  for call in (lambda: weights.load(tiny_file, arch="resnet50"),
+  for call in (lambda: weights.load(tiny_file, arch="no_such_arch"),
                lambda: weights.convert_file(tiny_file, tiny_file,
-                                            arch="resnet50"),
-               lambda: weights.fetch("resnet50")):
-    with pytest.raises(ValueError, match=rf"\(='resnet50'\); {known}"):
+                                            arch="no_such_arch"),
+               lambda: weights.fetch("no_such_arch")):
+    with pytest.raises(ValueError, match=rf"\(='no_such_arch'\); {known}"):
       call()
 
 
@@ -333,6 +334,168 @@ def test_cli_converts_pth(tmp_path):
   bad = subprocess.run(cmd[:4], cwd=ROOT, capture_output=True, text=True,
                        timeout=120, check=False)
   assert bad.returncode != 0 and "--src" in bad.stderr
+  # A ValueError is one line on stderr and exit status 2, not a traceback.
+  wrong = subprocess.run(cmd + ["--layout=keras"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120,
+                         check=False)
+  assert wrong.returncode == 2, wrong.stderr
+  assert wrong.stderr.splitlines() == [
+      "error: `layout` (='keras') must be one of ('torchvision', 'timm', "
+      "'vgg_face_dag')."]
+
+
+# -- PyTorch files in disguise --------------------------------------------------
+
+@pytest.mark.parametrize("zipfile", [True, False], ids=["zip", "legacy_pickle"])
+def test_pytorch_file_named_safetensors(tmp_path, zipfile):
+  """A torch.save file renamed to .safetensors is named as what it is, with
+  the converter to use, and is never unpickled; the converter reads it."""
+  torch = pytest.importorskip("torch")
+  sd = {k: torch.from_numpy(v) for k, v in tiny_state_dict(3).items()}
+  disguised = tmp_path / "tiny.safetensors"
+  torch.save(sd, disguised, _use_new_zipfile_serialization=zipfile)
+  what = (r"is a zip archive, as torch.save writes" if zipfile else
+          r"is a Python pickle, as torch.save writes with "
+          r"_use_new_zipfile_serialization=False")
+  msg = (rf"`path` \(='.*tiny.safetensors'\) {what} \(a PyTorch checkpoint\?\), "
+         r"not a safetensors file; it is not unpickled. sr-jax-convert "
+         r"\(python -m sr_jax.scripts.convert\) turns a PyTorch state dict "
+         r"into safetensors: `sr-jax-convert --arch=ARCH --src=.*tiny"
+         r"\.safetensors --dst=OUT.safetensors`")
+  for call in (lambda: weights.load(disguised, arch="vgg_tiny"),
+               lambda: weights.read_metadata(disguised),
+               lambda: sr_jax.load_model("vgg_tiny", weights=disguised)):
+    with pytest.raises(ValueError, match=msg):
+      call()
+  assert weights.sniff(disguised) == ("zip" if zipfile else "pickle")
+  dst = weights.convert_file(disguised, tmp_path / "out.safetensors",
+                             arch="vgg_tiny")
+  _, v = weights.load(dst)
+  np.testing.assert_array_equal(v["params"]["features_3"]["bias"],
+                                sd["features.3.bias"].numpy())
+
+
+@pytest.mark.parametrize("zipfile", [True, False], ids=["zip", "legacy_pickle"])
+def test_disguised_pickle_is_not_unpickled(tmp_path, zipfile):
+  torch = pytest.importorskip("torch")
+  disguised, marker = tmp_path / "evil.safetensors", tmp_path / "pwned"
+  torch.save({"x": _Boom(marker)}, disguised,
+             _use_new_zipfile_serialization=zipfile)
+  with pytest.raises(ValueError, match=r"as torch.save writes"):
+    weights.load(disguised, arch="vgg_tiny")
+  assert not marker.exists()
+
+
+def test_sniff_leaves_safetensors_and_other_files_alone(tiny_file, tmp_path):
+  assert weights.sniff(tiny_file) is None
+  # A safetensors header of 640 bytes starts with 0x80 0x02, like a pickle:
+  # only a file safetensors cannot read is sniffed.
+  header = json.dumps({"__metadata__": {"pad": "x" * 600}}).encode()
+  header += b" " * (640 - len(header))
+  odd = tmp_path / "odd.safetensors"
+  odd.write_bytes((640).to_bytes(8, "little") + header)
+  assert odd.read_bytes()[:2] == b"\x80\x02"
+  assert weights.read_metadata(odd) == {"pad": "x" * 600}
+  text = tmp_path / "notes.safetensors"
+  text.write_bytes(b"PK but not a zip")
+  with pytest.raises(ValueError, match=r"not a readable safetensors file "
+                     r"\(truncated or corrupt\?\)"):
+    weights.read_metadata(text)
+
+
+# -- one atomic writer ----------------------------------------------------------
+
+def test_save_writes_through_io_atomic_write(tmp_path, monkeypatch):
+  from sr_jax import io as sr_io  # pylint: disable=import-outside-toplevel
+  variables = weights.convert_state_dict(tiny_state_dict(), "vgg_tiny")
+  path = weights.save(tmp_path / "w.safetensors", variables, arch="vgg_tiny")
+  before = path.read_bytes()
+  calls = []
+  real = sr_io.atomic_write
+
+  def failing(target, data):
+    calls.append(pathlib.Path(target))
+    real(target, data[:100])  # the old contents are replaced only whole ...
+    raise OSError("disk full")  # ... so fail after a good write of junk
+  monkeypatch.setattr(sr_io, "atomic_write", failing)
+  other = weights.convert_state_dict(tiny_state_dict(9), "vgg_tiny")
+  with pytest.raises(OSError, match="disk full"):
+    weights.save(path, other, arch="vgg_tiny")
+  assert calls == [path]
+  monkeypatch.setattr(sr_io, "atomic_write", real)
+  path.write_bytes(before)
+  monkeypatch.setattr(sr_io.os, "fsync", _raise_os_error)
+  with pytest.raises(OSError, match="no space"):
+    weights.save(path, other, arch="vgg_tiny")
+  assert path.read_bytes() == before  # untouched by the failed write
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+
+
+def _raise_os_error(*args):
+  raise OSError("no space")
+
+
+# -- model loading and import direction -----------------------------------------
+
+def test_load_model_lives_in_models_loading(tmp_path, monkeypatch, tiny_file):
+  from sr_jax.models import loading  # pylint: disable=import-outside-toplevel
+  assert sr_jax.load_model is sr_jax.models.load_model is loading.load_model
+  monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path / "none"))
+  demo = ROOT / "weights" / "demo_vgg.safetensors"
+  assert loading.resolve_weights("demo_vgg", None) == str(demo)
+  assert loading.resolve_weights("vgg_tiny", None) is None
+  assert loading.resolve_weights("vgg_tiny", "x.safetensors") == "x.safetensors"
+  monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tiny_file.parent))
+  tiny_file.rename(tiny_file.parent / "vgg_tiny.safetensors")
+  _, v = loading.load_model("vgg_tiny")  # the shipped file wins ...
+  np.testing.assert_array_equal(v["params"]["classifier_6"]["bias"],
+                                tiny_state_dict()["classifier.6.bias"])
+  _, r = loading.load_model("vgg_tiny", key=jax.random.PRNGKey(0))  # ... not
+  assert not np.array_equal(r["params"]["classifier_6"]["kernel"],
+                            v["params"]["classifier_6"]["kernel"])
+
+
+def test_weights_import_nothing_of_models():
+  """weights reads the table of architectures (`sr_jax.archs`); the models
+  load weights (`models.loading`), never the other way round."""
+  from tests.test_imports import import_graph  # pylint: disable=import-outside-toplevel
+  graph = import_graph()
+  for name, deps in graph.items():
+    if name == "sr_jax.weights" or name.startswith("sr_jax.weights."):
+      assert not {d for d in deps if d.startswith("sr_jax.models")}, name
+      assert "sr_jax.archs" in deps or name == "sr_jax.weights"
+  assert "sr_jax.weights" in graph["sr_jax.models.loading"]
+  assert not {d for d in graph["sr_jax.models.registry"]
+              if d.startswith(("sr_jax.weights", "sr_jax.models.loading"))}
+
+
+def test_torch_paths_come_from_the_spec(monkeypatch):
+  """A spec's `torch_path` maps torch module names (here: a renamed
+  vgg_tiny whose torch modules are called `body.N` / `head.N`)."""
+  spec = registry.ARCHS["vgg_tiny"]
+  renamed = {"body": "features", "head": "classifier"}
+  monkeypatch.setitem(registry.ARCHS, "vgg_tiny_renamed", dataclasses.replace(
+      spec, name="vgg_tiny_renamed",
+      torch_path=lambda m: "_".join([renamed[m.split(".")[0]],
+                                     *m.split(".")[1:]])))
+  sd = tiny_state_dict(2)
+  torch_named = {k.replace("features", "body").replace("classifier", "head"): v
+                 for k, v in sd.items()}
+  got = weights.convert_state_dict(torch_named, "vgg_tiny_renamed")
+  want = weights.convert_state_dict(sd, "vgg_tiny")
+  jax.tree.map(np.testing.assert_array_equal, got, want)
+  assert registry.ARCHS["vgg_tiny"].torch_path("features.3") == "features_3"
+  assert registry.ARCHS["resnet18"].torch_path("layer2.0.downsample.0") == (
+      "layer2_0/downsample_0")
+
+
+def test_docstring_examples_run():
+  import doctest  # pylint: disable=import-outside-toplevel
+  from sr_jax.models import loading  # pylint: disable=import-outside-toplevel
+  for module in (weights.format, weights.convert, weights.hub, loading):
+    failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert failed == 0, module.__name__
+  assert doctest.testmod(weights.convert).attempted >= 5
 
 
 # -- fetch --------------------------------------------------------------------

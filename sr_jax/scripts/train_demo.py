@@ -15,6 +15,8 @@ import sys
 
 from absl import app, flags
 
+from sr_jax.scripts import _app
+
 FLAGS = flags.FLAGS
 # None: `sr_jax.train.TrainConfig`'s default, the one the bundled file used.
 flags.DEFINE_integer("steps", None, "Optimisation steps.")
@@ -32,7 +34,8 @@ _CONFIG_FLAGS = ("steps", "batch_size", "learning_rate", "train_seed",
                  "eval_seed", "eval_count", "init_seed", "log_every")
 
 
-def _run(argv) -> None:
+def run(argv) -> int:
+  """Trains with the flags' configuration and writes the weights."""
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported here so that --help is fast.
@@ -46,10 +49,12 @@ def _run(argv) -> None:
   digest = train.save_weights(result, FLAGS.out, command=command)
   print(f"wrote {FLAGS.out} (sha256 {digest}); test accuracy "
         f"{result.accuracy:.4f}")
+  return 0
 
 
 def main() -> None:
-  app.run(_run)
+  """Console-script entry point (`sr-jax-train-demo`)."""
+  _app.run(run)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 torchvision itself does not import beside the CPU torch we test with, so these
 are written out from its definitions; their state-dict keys are exactly
-torchvision's (`features.0.weight`, `classifier.6.bias`, ...). Also here: the
-timm `vgg*.tv_in1k` layout (classifier as a 7x7 conv and a 1x1 conv, then a
-global pool and a linear head) and the `vgg_face_dag` layout.
+torchvision's (`features.0.weight`, `classifier.6.bias`, ResNet's
+`layer1.0.downsample.1.running_mean`, ...). Also here: the timm
+`vgg*.tv_in1k` layout (classifier as a 7x7 conv and a 1x1 conv, then a global
+pool and a linear head) and the `vgg_face_dag` layout.
 """
 
 from __future__ import annotations
@@ -158,6 +159,85 @@ class VGGFaceDag(nn.Module):
     return self.fc8(x)
 
 
+def _conv_bn(cin, cout, kernel, stride=1, padding=0):
+  return (nn.Conv2d(cin, cout, kernel, stride, padding, bias=False),
+          nn.BatchNorm2d(cout))
+
+
+class BasicBlock(nn.Module):
+  """torchvision.models.resnet.BasicBlock."""
+
+  expansion = 1
+
+  def __init__(self, inplanes, planes, stride=1, downsample=None):
+    super().__init__()
+    self.conv1, self.bn1 = _conv_bn(inplanes, planes, 3, stride, 1)
+    self.relu = nn.ReLU(inplace=False)
+    self.conv2, self.bn2 = _conv_bn(planes, planes, 3, 1, 1)
+    self.downsample = downsample
+
+  def forward(self, x):
+    identity = x if self.downsample is None else self.downsample(x)
+    out = self.relu(self.bn1(self.conv1(x)))
+    return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class Bottleneck(nn.Module):
+  """torchvision.models.resnet.Bottleneck (v1.5: the stride on the 3x3)."""
+
+  expansion = 4
+
+  def __init__(self, inplanes, planes, stride=1, downsample=None):
+    super().__init__()
+    self.conv1, self.bn1 = _conv_bn(inplanes, planes, 1)
+    self.conv2, self.bn2 = _conv_bn(planes, planes, 3, stride, 1)
+    self.conv3, self.bn3 = _conv_bn(planes, planes * 4, 1)
+    self.relu = nn.ReLU(inplace=False)
+    self.downsample = downsample
+
+  def forward(self, x):
+    identity = x if self.downsample is None else self.downsample(x)
+    out = self.relu(self.bn1(self.conv1(x)))
+    out = self.relu(self.bn2(self.conv2(out)))
+    return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+RESNET_LAYERS = {"resnet18": (BasicBlock, (2, 2, 2, 2)),
+                 "resnet50": (Bottleneck, (3, 4, 6, 3))}
+
+
+class ResNet(nn.Module):
+  """torchvision.models.ResNet (groups 1, width 64)."""
+
+  def __init__(self, block, layers, num_classes=1000):
+    super().__init__()
+    self.inplanes = 64
+    self.conv1, self.bn1 = _conv_bn(3, 64, 7, 2, 3)
+    self.relu = nn.ReLU(inplace=False)
+    self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    self.layer1 = self._make_layer(block, 64, layers[0])
+    self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+    self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+    self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+    self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+    self.fc = nn.Linear(512 * block.expansion, num_classes)
+
+  def _make_layer(self, block, planes, blocks, stride=1):
+    downsample = None
+    if stride != 1 or self.inplanes != planes * block.expansion:
+      downsample = nn.Sequential(*_conv_bn(self.inplanes,
+                                           planes * block.expansion, 1, stride))
+    layers = [block(self.inplanes, planes, stride, downsample)]
+    self.inplanes = planes * block.expansion
+    layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+    return nn.Sequential(*layers)
+
+  def forward(self, x):
+    x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+    x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
 def build(arch: str, seed: int = 0, layout: str = "torchvision") -> nn.Module:
   """A randomly initialised reference model in eval mode.
 
@@ -169,6 +249,8 @@ def build(arch: str, seed: int = 0, layout: str = "torchvision") -> nn.Module:
     model = VGGFaceDag()
   elif arch == "alexnet":
     model = AlexNet()
+  elif arch in RESNET_LAYERS:
+    model = ResNet(*RESNET_LAYERS[arch])
   else:
     cfg, bn = ARCH_CFG[arch]
     num_classes = {"vgg_face": 2622, "vgg_tiny": 10}.get(arch, 1000)
