@@ -3,6 +3,7 @@
     python benchmarks/models.py                    # defaults, a few minutes
     python benchmarks/models.py --reps 20          # quieter figures
     python benchmarks/models.py --variants all     # every JAX variant tried
+    python benchmarks/models.py --layers           # AlexNet's conv1 and pools
 
 Every (framework, variant, architecture, batch) runs in a fresh subprocess, so
 that each peak memory (VmHWM, which sees XLA's and torch's allocations alike)
@@ -13,6 +14,14 @@ this process's CPU affinity). The table gives the median ms per image over
 `--reps` timed calls after `--warmup` calls, the JAX/torch ratio, peak memory,
 and the largest relative logit difference to torch (a check that both
 computed the same thing). JSON goes to benchmarks/results/models.json.
+
+`--layers` times single AlexNet layers instead, in one process per batch
+size with every contender's calls interleaved (so that the ratios hold on a
+shared machine): the 11x11 stride-4 first convolution, forward and
+forward + input gradient, against torch's; and each max-pool (3x3, stride 2,
+on ReLU output: ties at zero) forward + backward, ours (`max_pool`'s VJP)
+against `nn.max_pool`'s (XLA's select_and_scatter) and torch's. JSON:
+benchmarks/results/models_layers.json.
 """
 
 from __future__ import annotations
@@ -124,11 +133,92 @@ def _time(call, reps: int, warmup: int):
   return wall, cpu, faults / max(reps, 1)
 
 
+def _interleaved_ms(calls: dict, reps: int, warmup: int) -> dict[str, float]:
+  """Median ms of each call, the calls alternated round-robin."""
+  for _ in range(max(warmup, 1)):
+    for call in calls.values():
+      call()
+  times = {name: [] for name in calls}
+  for _ in range(reps):
+    for name, call in calls.items():
+      t = time.perf_counter()
+      call()
+      times[name].append(time.perf_counter() - t)
+  return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
+# AlexNet's pools at 224 px: (height = width, channels) of their inputs.
+ALEXNET_POOLS = {"features_2": (55, 64), "features_5": (27, 192),
+                 "features_12": (13, 256)}
+
+
+def layers_worker(cfg: dict) -> dict:
+  """AlexNet's first conv and pools alone, ours and torch's interleaved."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  from sr_jax.models import layers  # pylint: disable=import-outside-toplevel
+  torch.set_num_threads(cfg["threads"])
+  rng, b, rows = np.random.default_rng(0), cfg["batch"], []
+  nchw = lambda a: torch.from_numpy(np.asarray(a).transpose(0, 3, 1, 2).copy())
+
+  def torch_vjp(module, x, g):
+    x = x.clone().requires_grad_()
+    y = module(x)
+    return y, torch.autograd.grad(y, x, g)[0]
+
+  def measure(name, calls, diff):
+    ms = _interleaved_ms(calls, cfg["reps"], cfg["warmup"])
+    rows.append(dict(layer=name, batch=b, max_abs_diff=diff,
+                     ms_per_image={k: v / b for k, v in ms.items()}))
+
+  def compare(name, fns, module, x):
+    """Value + input gradient of each JAX fn in `fns` and of `module`."""
+    xj, xt = jax.numpy.asarray(x), nchw(x)
+    g = rng.standard_normal(jax.eval_shape(fns["ours"], xj).shape)
+    gj, gt = jax.numpy.asarray(g, np.float32), nchw(g.astype(np.float32))
+    vjps = {k: jax.jit(lambda x, g, f=f: (lambda y, vjp: (y, vjp(g)[0]))(
+        *jax.vjp(f, x))) for k, f in fns.items()}
+    want = torch_vjp(module, xt, gt)[1].numpy()
+    diff = max(float(np.abs(nchw(v(xj, gj)[1]).numpy() - want).max())
+               for v in vjps.values())
+    calls = {k: lambda v=v: jax.block_until_ready(v(xj, gj))
+             for k, v in vjps.items()}
+    measure(name, dict(calls, torch=lambda: torch_vjp(module, xt, gt)), diff)
+
+  flat = {k: v for k, v in _flax_weights("alexnet").items()
+          if "/features_0/" in k}
+  variables = {"params": {k.split("/")[-1]: jax.numpy.asarray(v)
+                          for k, v in flat.items()}}
+  conv = lambda x: layers.conv(64, 11, stride=4, padding=2).apply(variables, x)
+  tconv = torch.nn.Conv2d(3, 64, 11, stride=4, padding=2).requires_grad_(False)
+  tconv.load_state_dict({k.split(".")[-1]: v for k, v in
+                         _torch_state_dict(flat).items()})
+  x = rng.standard_normal((b, 224, 224, 3)).astype(np.float32)
+  xj, xt, fwd = jax.numpy.asarray(x), nchw(x), jax.jit(conv)
+  with torch.inference_mode():
+    diff = float(np.abs(nchw(fwd(xj)).numpy() - tconv(xt).numpy()).max())
+    measure("features_0 fwd", {"ours": lambda: fwd(xj).block_until_ready(),
+                               "torch": lambda: tconv(xt)}, diff)
+  compare("features_0 fwd+bwd", {"ours": conv}, tconv, x)
+  for name, (hw, c) in ALEXNET_POOLS.items():
+    x = np.maximum(rng.standard_normal((b, hw, hw, c)), 0).astype(np.float32)
+    compare(f"{name} fwd+bwd",
+            {"ours": lambda v: layers.max_pool(v, 3, stride=2),
+             "nn.max_pool": lambda v: nn.max_pool(v, (3, 3), (2, 2))},
+            torch.nn.MaxPool2d(3, 2), x)
+  return {"rows": rows}
+
+
 def worker(cfg: dict) -> dict:
   """Measures one configuration; runs in its own process."""
   # Both frameworks size their thread pools before the first import: JAX's
   # CPU client to the affinity mask, torch to `set_num_threads`.
   os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cfg["threads"]])
+  if cfg.get("layers"):
+    import sr_jax  # pylint: disable=import-outside-toplevel,unused-import
+    return layers_worker(cfg)
   if cfg["framework"] == "jax":
     import sr_jax  # pylint: disable=import-outside-toplevel,unused-import
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -203,15 +293,25 @@ def main(argv=None) -> None:
                       default=len(os.sched_getaffinity(0)))
   parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                       help=f"JAX variants, or 'all': {', '.join(VARIANTS)}")
+  parser.add_argument("--layers", action="store_true",
+                      help="time AlexNet's first conv and pools alone")
   parser.add_argument("--timeout", type=float, default=1800.0)
-  parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
-                                           "models.json"))
+  parser.add_argument("--out", help="JSON path; default: benchmarks/results/"
+                      "models.json (models_layers.json with --layers)")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   parser.add_argument("--worker_out", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.worker:
     pathlib.Path(args.worker_out).write_text(
         json.dumps(worker(json.loads(args.worker))))
+    return
+  if args.out is None:
+    args.out = str(ROOT / "benchmarks" / "results" /
+                   ("models_layers.json" if args.layers else "models.json"))
+  if args.layers:
+    _write(args.out, {"argv": sys.argv[1:], "threads": args.threads,
+                      "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                      "rows": _layer_table(args)})
     return
   variants = list(VARIANTS) if args.variants == "all" else \
       args.variants.split(",")
@@ -262,12 +362,47 @@ def main(argv=None) -> None:
             f"{row['first_call_s']:10.2f} "
             f"{row.get('rel_logit_diff', float('nan')):10.1e}", flush=True)
     rows.append(row)
-  out = pathlib.Path(args.out)
+  _write(args.out, {"argv": sys.argv[1:], "threads": args.threads,
+                    "page_touch_us": touch,
+                    "loadavg_end": os.getloadavg(), "malloc_env": MALLOC_ENV,
+                    "time": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows})
+
+
+def _layer_table(args) -> list[dict]:
+  """Runs `layers_worker` per batch size and prints its ratios."""
+  print(f"threads={args.threads} reps={args.reps} load="
+        f"{os.getloadavg()[0]:.2f}; ms per image, calls interleaved\n"
+        f"{'layer':22s} {'b':>2s} {'ours':>8s} {'nn.max_pool':>11s} "
+        f"{'torch':>8s} {'/nn.max_pool':>12s} {'/torch':>7s} "
+        f"{'max|Δ|':>8s}", flush=True)
+  rows = []
+  for batch in (int(b) for b in args.batches.split(",")):
+    res = run_worker({"layers": True, "batch": batch, "reps": args.reps,
+                      "warmup": args.warmup, "threads": args.threads,
+                      "framework": "jax"}, args.timeout)
+    if "error" in res:
+      print(f"layers {batch:2d} ERROR {res['error']}", flush=True)
+      rows.append(dict(batch=batch, **res))
+      continue
+    for row in res["rows"]:
+      ms = row["ms_per_image"]
+      for ref in ("nn.max_pool", "torch"):
+        if ref in ms:
+          row[f"ours_over_{ref}"] = ms["ours"] / ms[ref]
+      print(f"{row['layer']:22s} {batch:2d} {ms['ours']:8.2f} "
+            f"{ms.get('nn.max_pool', float('nan')):11.2f} "
+            f"{ms['torch']:8.2f} "
+            f"{row.get('ours_over_nn.max_pool', float('nan')):12.2f} "
+            f"{row['ours_over_torch']:7.2f} {row['max_abs_diff']:8.1e}",
+            flush=True)
+      rows.append(row)
+  return rows
+
+
+def _write(path: str, payload: dict) -> None:
+  """Writes `payload` as JSON to `path` atomically."""
+  out = pathlib.Path(path)
   out.parent.mkdir(parents=True, exist_ok=True)
-  payload = {"argv": sys.argv[1:], "threads": args.threads,
-             "page_touch_us": touch,
-             "loadavg_end": os.getloadavg(), "malloc_env": MALLOC_ENV,
-             "time": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}
   tmp = out.with_suffix(".json.tmp")
   tmp.write_text(json.dumps(payload, indent=1))
   os.replace(tmp, out)

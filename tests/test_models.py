@@ -23,7 +23,8 @@ import pytest
 import sr_jax
 from sr_jax import weights
 from sr_jax.models.layers import (AdaptiveAvgPool2d, MaxPool2d,
-                                  adaptive_pool_matrix, max_pool_tiles)
+                                  adaptive_pool_matrix, max_pool,
+                                  max_pool_tiles)
 from tests import make_golden
 
 GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"
@@ -138,6 +139,135 @@ def test_adaptive_avg_pool_2d_matches_torch(hw, out):
 def test_adaptive_pool_matrix_rejects_empty():
   with pytest.raises(ValueError, match=r"`size_in` \(=0\).*must be >= 1"):
     adaptive_pool_matrix(0, 7)
+
+
+# -- max pooling: value and VJP as reduce_window / select_and_scatter --------
+
+POOLS = [  # (shape, window, stride, padding)
+    ((2, 13, 11, 3), (3, 3), (2, 2), (0, 0)),   # AlexNet's, odd sizes
+    ((2, 9, 11, 3), (2, 2), (2, 2), (0, 0)),    # VGG's, floor mode
+    ((1, 10, 9, 2), (3, 3), (1, 1), (0, 0)),    # 9 windows per element
+    ((2, 12, 13, 3), (3, 3), (2, 2), (1, 1)),   # ResNet's stem pool
+    ((1, 14, 15, 2), (5, 3), (3, 2), (2, 1)),   # non-square, mixed overlap
+    ((1, 8, 9, 2), (2, 3), (3, 1), (1, 0)),     # stride above the window
+    ((2, 7, 7, 2), (1, 1), (2, 2), (0, 0)),     # subsampling only
+]
+
+
+def _select_and_scatter_pool(window, stride, padding):
+  return lambda v: nn.max_pool(v, window, strides=stride,
+                               padding=tuple((p, p) for p in padding))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("shape,window,stride,padding", POOLS)
+def test_max_pool_value_and_vjp_equal_select_and_scatter(
+    shape, window, stride, padding, ties, dtype):
+  """Bit for bit: the value of `nn.max_pool` and its VJP (XLA's
+  select_and_scatter: first maximum of a window, overlaps added), on random
+  input and on integers 0..3 (many ties), jitted (eager: the tests below)."""
+  rng = np.random.default_rng(sum(shape) + 7 * ties)
+  x = rng.integers(0, 4, shape) if ties else rng.standard_normal(shape)
+  with jax.enable_x64(True):
+    x = jnp.asarray(x.astype(dtype))
+    want, want_vjp = jax.vjp(_select_and_scatter_pool(window, stride,
+                                                      padding), x)
+    g = jnp.asarray(rng.standard_normal(want.shape).astype(dtype))
+    got, got_vjp = jax.vjp(jax.jit(
+        lambda v: max_pool(v, window, stride=stride, padding=padding)), x)
+    assert got.dtype == x.dtype and got_vjp(g)[0].dtype == x.dtype
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_vjp(g)[0], want_vjp(g)[0])
+    # Each window sends its cotangent to one element only, ties or not.
+    ones = np.asarray(got_vjp(jnp.ones_like(got))[0])
+    assert ones.sum() == want.size and ones.min() >= 0
+
+
+@pytest.mark.parametrize("window,stride,padding", [(3, 2, 0), (3, 2, 1),
+                                                   (2, 2, 0), (3, 1, 1)])
+def test_max_pool_2d_matches_torch_in_float64(window, stride, padding):
+  """Value and gradient of `MaxPool2d` (with its `padding`) as torch's."""
+  torch = _torch()
+  rng = np.random.default_rng(5)
+  x = rng.integers(0, 4, (2, 3, 12, 11)).astype(np.float64)
+  cot = rng.standard_normal((2, 3) + tuple(
+      (n + 2 * padding - window) // stride + 1 for n in (12, 11)))
+  xt = torch.from_numpy(x).requires_grad_()
+  yt = torch.nn.MaxPool2d(window, stride, padding)(xt)
+  yt.backward(torch.from_numpy(cot))
+  layer = MaxPool2d((window,) * 2, (stride,) * 2, padding=padding)
+  with jax.enable_x64(True):
+    y, vjp = jax.vjp(lambda v: layer.apply({}, v),
+                     jnp.asarray(x.transpose(0, 2, 3, 1)))
+    grad = vjp(jnp.asarray(cot.transpose(0, 2, 3, 1)))[0]
+  np.testing.assert_array_equal(np.asarray(y).transpose(0, 3, 1, 2),
+                                yt.detach().numpy())
+  np.testing.assert_array_equal(np.asarray(grad).transpose(0, 3, 1, 2),
+                                xt.grad.numpy())
+
+
+def test_max_pool_under_vmap_and_leading_axes():
+  """vmap over the batch (the pool then sees one H, W, C image), over a
+  channel axis, and extra leading axes all give the batched VJP."""
+  rng = np.random.default_rng(6)
+  x = jnp.asarray(rng.integers(0, 4, (4, 13, 11, 3)).astype(np.float32))
+  g = jnp.asarray(rng.standard_normal((4, 6, 5, 3)).astype(np.float32))
+  pool = lambda v: max_pool(v, 3, stride=2)
+  vjp = lambda v, c: jax.vjp(pool, v)[1](c)[0]
+  want = jax.vjp(_select_and_scatter_pool((3, 3), (2, 2), (0, 0)), x)[1](g)[0]
+  np.testing.assert_array_equal(jax.vmap(vjp)(x, g), want)
+  by_channel = jax.jit(jax.vmap(vjp, in_axes=3, out_axes=3))
+  np.testing.assert_array_equal(by_channel(x[..., None], g[..., None])[..., 0],
+                                want)
+  np.testing.assert_array_equal(
+      vjp(x.reshape(2, 2, 13, 11, 3), g.reshape(2, 2, 6, 5, 3)),
+      np.asarray(want).reshape(2, 2, 13, 11, 3))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(window=(3, 3), stride=2, padding=2),
+     r"`padding` \(=\(2, 2\)\) must be at most half the window"),
+    (dict(window=0), r"`window` \(=0\) must be an int >= 1"),
+    (dict(window=(3, 3, 3)), r"`window` \(=\(3, 3, 3\)\) must be an int"),
+    (dict(window=3, stride=(2, 0)), r"`stride` \(=\(2, 0\)\) must be"),
+    (dict(window=3, padding=-1), r"`padding` \(=-1\) must be an int >= 0"),
+    (dict(window=(9, 3)), r"`x` \(shape=\(1, 8, 8, 2\)\) is smaller than "
+     r"the window \(=\(9, 3\)\) with padding \(0, 0\)"),
+])
+def test_max_pool_rejects_bad_geometry(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    max_pool(jnp.zeros((1, 8, 8, 2)), **kwargs)
+
+
+def test_max_pool_rejects_input_without_spatial_axes():
+  with pytest.raises(ValueError, match=r"`x` \(shape=\(8, 8\)\) must be"):
+    max_pool(jnp.zeros((8, 8)), 2)
+
+
+@pytest.mark.slow
+def test_alexnet_input_gradient_matches_torch_in_float64():
+  """The VJP of AlexNet's logits w.r.t. the input (overlapping pools,
+  ReLU ties at zero) equals torch's autograd in float64."""
+  torch = _torch()
+  from tests.reference import torch_models  # pylint: disable=import-outside-toplevel
+  ref_model = torch_models.build("alexnet", seed=1).double()
+  state = {k: v.numpy() for k, v in ref_model.state_dict().items()}
+  rng = np.random.default_rng(7)
+  x = rng.standard_normal((2, 3, 97, 83))
+  cot = rng.standard_normal((2, 1000))
+  xt = torch.from_numpy(x).requires_grad_()
+  want = torch.autograd.grad(ref_model(xt), xt, torch.from_numpy(cot))[0]
+  model = sr_jax.models.get_arch("alexnet").module()
+  with jax.enable_x64(True):
+    variables = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64),
+                             weights.convert_state_dict(state, "alexnet"))
+    _, vjp = jax.vjp(lambda v: model.apply(variables, v),
+                     jnp.asarray(x.transpose(0, 2, 3, 1)))
+    got = np.asarray(vjp(jnp.asarray(cot))[0]).transpose(0, 3, 1, 2)
+  want = want.numpy()
+  assert got.dtype == np.float64
+  assert np.abs(got - want).max() <= 1e-10 * np.abs(want).max()
 
 
 # -- full pipeline parity -----------------------------------------------------
