@@ -94,26 +94,26 @@ def explain(
     image: PathLike,
     out: PathLike,
     *,
-    model: Optional[str] = None,
+    arch: Optional[str] = None,
     weights: Optional[PathLike] = None,
     target: Optional[int] = None,
-    composite: str = "sr_paper",
-    relevance_image: str = "abs_rgb",
-    saliency_options: Optional[Mapping[str, Any]] = None,
     sample_index: int = 0,
+    model: Optional[str] = None,
+    **sr_options: Any,
 ) -> Explained:
   """The SR map of one image file (or the demo sample), written to `out`.
 
   Args:
     image: an image file, or "sample" for demo image `sample_index`.
     out: the output folder (created if missing).
-    model: the architecture; None: `default_model(image)`.
+    arch: the architecture; None: `default_model(image)`.
     weights: a safetensors weight file; None: the model's shipped weights,
       else random ones (`sr_jax.models.loading.resolve_weights`).
     target: the class to explain; None: the top class.
-    composite, relevance_image: as in `sr_jax.sr_map`.
-    saliency_options: keyword options of `sr_jax.saliency.context_aware`.
     sample_index: which demo image "sample" means.
+    model: the former name of `arch`, kept as its alias.
+    **sr_options: the SR map's options, as in `sr_jax.sr_map` (method,
+      method_options, composite, relevance_image, saliency_options).
 
   Returns:
     The result, the class names and the paths written.
@@ -128,12 +128,12 @@ def explain(
   """
   check_weights(weights)
   pixels, name, truth = load_input(image, sample_index=sample_index)
-  model = default_model(image, model)
+  model = default_model(image, runner.arch_name(arch, model) if (
+      arch or model) else None)
   result, names = runner.explain_one(
-      pixels, os.fspath(out), name, model=model,
+      pixels, os.fspath(out), name, arch=model,
       weights=None if weights is None else os.fspath(weights), target=target,
-      composite=composite, relevance_image=relevance_image,
-      saliency_options=dict(saliency_options or {}), true_label=truth)
+      true_label=truth, **sr_options)
   base = Path(out) / name
   return Explained(result=result, class_names=names, model=model,
                    png=base.with_name(f"{name}.png"),

@@ -27,10 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sr_jax import attribution, lrp, maps, saliency, viz
+from sr_jax import attribution, lrp, maps, saliency
 from sr_jax import weights as weights_lib
 from sr_jax.core import backward as core
 from sr_jax.core.models import as_function
+from sr_jax.image_ops import canny
 from sr_jax.classes import imagenet_classes, label
 from sr_jax.models.preprocess import (as_rgb_uint8, preprocess,
                                       resize_center_crop)
@@ -71,6 +72,11 @@ class SRResult:
   sr: np.ndarray
   image_saliency: Optional[np.ndarray]
   edges: np.ndarray
+
+  def _repr_png_(self) -> bytes:
+    """The panel, so that a notebook shows the result as a picture."""
+    from sr_jax import viz  # pylint: disable=import-outside-toplevel
+    return viz.panel_png(self)
 
   def arrays(self) -> dict[str, np.ndarray]:
     """Every field as an array (for `np.savez`); a missing map is left out."""
@@ -357,7 +363,7 @@ def explain_crops(
   sal = None
   if config.with_image_saliency:
     sal = clock("saliency_image", saliency.context_aware_batch(pixels, **opts))
-  edges = [np.asarray(viz.canny(c), bool) for c in crops]
+  edges = [np.asarray(canny(c), bool) for c in crops]
   clock("edges")
   return _results(crops, logits, targets, r, rel_img, sr, sal, edges)
 
@@ -465,7 +471,7 @@ def sr_map(
   sal = (saliency.context_aware(crop, **saliency_options)
          if config.with_image_saliency else None)
   targets = np.asarray(logits).argmax(-1) if target is None else np.asarray(t)
-  edges = np.asarray(viz.canny(crop), bool)
+  edges = np.asarray(canny(crop), bool)
   return _results(crop[None], logits, targets, r, rel_img, sr[None],
                   None if sal is None else sal[None], [edges])[0]
 

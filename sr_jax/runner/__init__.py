@@ -22,11 +22,12 @@ from sr_jax.runner.options import parse_options, resolve_weights
 from sr_jax.runner.outputs import ssim_figures, write_outputs
 from sr_jax.runner.progress import progress
 from sr_jax.runner.report import INDEX
-from sr_jax.runner.run import (ExplainFn, Summary, explain_one, make_explainer,
+from sr_jax.runner.run import (arch_name, ExplainFn, Summary, explain_one, make_explainer,
                                make_mesh, run)
 
 __all__ = [
     "CONFIG",
+    "arch_name",
     "ExplainFn",
     "FAILURES",
     "INDEX",

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Optional
 
 from sr_jax import io
 from sr_jax.runner.journal import CONFIG
+from sr_jax.models.loading import resolve_weights  # pylint: disable=unused-import
 
 SUMMARY_KEY = "summary"
 
@@ -29,15 +30,6 @@ def parse_options(text: str) -> dict[str, Any]:
   if not isinstance(value, dict):
     raise ValueError(f"`saliency_options` (={text!r}) must be a JSON object.")
   return value
-
-
-def resolve_weights(model: str, weights: Optional[str]) -> Optional[str]:
-  """`weights`, or else the file shipped for `model` (None: random weights)."""
-  if weights:
-    return weights
-  from sr_jax import weights as weights_lib  # pylint: disable=import-outside-toplevel
-  bundled = weights_lib.bundled_path(model)
-  return None if bundled is None else os.fspath(bundled)
 
 
 def read_config(out: Path) -> Optional[dict[str, Any]]:

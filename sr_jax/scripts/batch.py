@@ -22,12 +22,12 @@ import sys
 
 from absl import app, flags
 
-from sr_jax.scripts import _flags
+from sr_jax.scripts import _app, _flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Folder of images, or a glob pattern.")
 flags.DEFINE_string("out", None, "Output folder.")
-flags.DEFINE_string("model", "vgg16", "Architecture.")
+_flags.define_arch_flag("vgg16")
 flags.DEFINE_string("weights", None,
                     "safetensors weight file; default: the model's bundled "
                     "weights, else random weights.")
@@ -66,13 +66,12 @@ def run(argv) -> int:
                       num_processes=FLAGS.num_processes,
                       process_id=FLAGS.process_id, auto=FLAGS.distributed)
     summary = runner.run(
-        FLAGS.input, FLAGS.out, model=FLAGS.model, weights=FLAGS.weights,
+        FLAGS.input, FLAGS.out, arch=FLAGS.arch, weights=FLAGS.weights,
         batch_size=FLAGS.batch_size, num_devices=FLAGS.num_devices or None,
-        composite=FLAGS.composite, relevance_image=FLAGS.relevance_image,
-        saliency_options=runner.parse_options(FLAGS.saliency_options),
-        retry_failed=FLAGS.retry_failed, stream=sys.stderr)
-  except (ValueError, RuntimeError) as e:  # Bad flags or a busy --out.
-    print(f"error: {e}", file=sys.stderr)
+        retry_failed=FLAGS.retry_failed, stream=sys.stderr,
+        **_flags.sr_options(FLAGS))
+  except RuntimeError as e:  # A busy --out (ValueErrors: see _app).
+    print(f"error: {_app.one_line(e)}", file=sys.stderr)
     return 2
   if runner.hosts.process()[0] == 0:
     print(summary)  # One summary line per run, for the whole run.
@@ -81,7 +80,7 @@ def run(argv) -> int:
 
 def main() -> None:
   """Console-script entry point (`sr-jax-batch`)."""
-  app.run(run)
+  _app.run(run)
 
 
 if __name__ == "__main__":

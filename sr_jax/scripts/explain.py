@@ -21,8 +21,7 @@ flags.DEFINE_string("image", None, "Image file to explain, or `sample`.")
 flags.DEFINE_bool("sample", False,
                   "Explain demo image `--sample_index` of sr_jax.data.synthetic.")
 flags.DEFINE_integer("sample_index", 0, "Which demo image `--sample` uses.")
-flags.DEFINE_string("model", None,
-                    "Architecture; default: vgg16, or demo_vgg with --sample.")
+_flags.define_arch_flag(None)  # default: vgg16, or demo_vgg with --sample
 flags.DEFINE_string("weights", None,
                     "safetensors weight file; default: the model's bundled "
                     "weights, else random weights.")
@@ -39,13 +38,11 @@ def run(argv) -> int:
   if not (FLAGS.sample or FLAGS.image):
     raise app.UsageError("Give --image=FILE, or --sample.")
   # Imported here so that --help is fast.
-  from sr_jax import explain, runner  # pylint: disable=import-outside-toplevel
+  from sr_jax import explain  # pylint: disable=import-outside-toplevel
   done = explain.explain(
       explain.SAMPLE if FLAGS.sample else FLAGS.image, FLAGS.out,
-      model=FLAGS.model, weights=FLAGS.weights, target=FLAGS.target,
-      composite=FLAGS.composite, relevance_image=FLAGS.relevance_image,
-      saliency_options=runner.parse_options(FLAGS.saliency_options),
-      sample_index=FLAGS.sample_index)
+      arch=FLAGS.arch, weights=FLAGS.weights, target=FLAGS.target,
+      sample_index=FLAGS.sample_index, **_flags.sr_options(FLAGS))
   print("\n".join(explain.report(done)))
   return 0
 
