@@ -1,5 +1,7 @@
 """Each LRP rule on one layer against the float64 matrix-form reference."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,8 +13,9 @@ from sr_jax.lrp.core import apply_rule
 from sr_jax.models.layers import AdaptiveAvgPool2d
 from tests.reference import lrp_matrix
 
-LOW = np.array([-1.5, -0.5, -2.0])
-HIGH = np.array([2.0, 1.5, 0.5])
+# Bounds that float32 cannot hold exactly: a cast to float32 would show.
+LOW = np.array([-1.53, -0.47, -2.11])
+HIGH = np.array([2.07, 1.49, 0.53])
 
 # (rule, reference keyword arguments)
 RULES = {
@@ -25,6 +28,12 @@ RULES = {
                    dict(rule="gamma", gamma=0.25)),
     "gamma_2": (lambda **kw: rules.gamma(2.0, stabilizer=0.1, **kw),
                 dict(rule="gamma", gamma=2.0, stabilizer=0.1)),
+    "gamma_0.25_basic": (
+        lambda **kw: rules.gamma(0.25, generalised=False, **kw),
+        dict(rule="gamma", gamma=0.25, generalised=False)),
+    "gamma_2_basic": (
+        lambda **kw: rules.gamma(2.0, generalised=False, stabilizer=0.1, **kw),
+        dict(rule="gamma", gamma=2.0, generalised=False, stabilizer=0.1)),
     "zplus": (rules.zplus, dict(rule="alpha_beta", alpha=1.0, beta=0.0)),
     "alpha2_beta1": (lambda **kw: rules.alpha_beta(2.0, 1.0, **kw),
                      dict(rule="alpha_beta", alpha=2.0, beta=1.0)),
@@ -33,8 +42,8 @@ RULES = {
         dict(rule="alpha_beta", alpha=1.5, beta=0.5, stabilizer=1e-3)),
     "flat": (rules.flat, dict(rule="flat")),
     "wsquare": (rules.wsquare, dict(rule="wsquare")),
-    "zbox_scalar": (lambda **kw: rules.zbox(-1.0, 2.0, **kw),
-                    dict(rule="zbox", low=-1.0, high=2.0)),
+    "zbox_scalar": (lambda **kw: rules.zbox(-1.1, 2.3, **kw),
+                    dict(rule="zbox", low=-1.1, high=2.3)),
     "zbox_channels": (lambda **kw: rules.zbox(LOW, HIGH, **kw),
                       dict(rule="zbox", low=LOW, high=HIGH)),
 }
@@ -93,20 +102,21 @@ def _reference(kwargs, x, m, b, r, zero_bias):
       for xi, ri in zip(flat_x, flat_r)]).reshape(x.shape)
 
 
-# Only alpha-beta (and z+) treat negative inputs differently: they get both.
+# Alpha-beta, z+ and the generalised gamma treat negative inputs apart (and
+# skip terms for x >= 0): they get both signed and non-negative input.
+SIGN_AWARE = ("zplus", "alpha2_beta1", "alpha1.5_beta0.5", "gamma_0.25",
+              "gamma_2")
 CASES = [(layer, rule, zero_bias, nonneg)
          for layer in sorted(LAYERS) for rule in sorted(RULES)
          for zero_bias in (False, True)
-         for nonneg in ((False, True) if rule in ("zplus", "alpha2_beta1",
-                                                  "alpha1.5_beta0.5")
-                        else (False,))]
+         for nonneg in ((False, True) if rule in SIGN_AWARE else (False,))]
 
 
 @pytest.mark.parametrize("layer, rule_name, zero_bias, nonneg", CASES)
 def test_rule_matches_matrix_reference(layer, rule_name, zero_bias, nonneg):
   make, ref_kwargs = RULES[rule_name]
   if rule_name.startswith("zbox") and layer == "dense":
-    ref_kwargs = dict(ref_kwargs, low=-1.0, high=2.0)
+    ref_kwargs = dict(ref_kwargs, low=-1.1, high=2.3)
     make = RULES["zbox_scalar"][0]
   with jax.enable_x64(True):
     layer_fn, params, x, m, b = _layer(layer, seed=len(rule_name))
@@ -121,7 +131,100 @@ def test_rule_matches_matrix_reference(layer, rule_name, zero_bias, nonneg):
     np.testing.assert_allclose(y, layer_fn(jnp.asarray(x), params), atol=0)
     want = _reference(ref_kwargs, x, m, b, r, zero_bias)
   assert got.dtype == jnp.float64
-  np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, rtol=0)
+  # float64 on both sides: agreement to rounding, relative to max|R|.
+  got = np.asarray(got)
+  assert np.max(np.abs(got - want)) <= 1e-10 * np.max(np.abs(want))
+
+
+def _float64_case(seed):
+  """A conv with non-zero biases in float64: fn, params, signed input x,
+  its ReLU, the relevance r of every output, and r after a ReLU on the
+  outputs (zero wherever z_j <= 0), with the matrix form (m, b)."""
+  layer_fn, params, x, m, b = _layer("conv_s2_p1", seed=seed)
+  assert np.all(b != 0)
+  params = jax.tree.map(jnp.asarray, params)
+  z = np.asarray(layer_fn(jnp.asarray(np.maximum(x, 0)), params))
+  r = np.random.default_rng(seed + 1).normal(size=z.shape)
+  return layer_fn, params, x, np.maximum(x, 0), r, np.where(z > 0, r, 0.0), m, b
+
+
+def _r64(rule, layer_fn, x, params, r):
+  return np.asarray(_ours(rule, layer_fn, jnp.asarray(x), params, r)[0])
+
+
+def test_zbox_default_has_no_bias_term():
+  """z^B as Montavon et al. 2017 define it: the layer's bias stays out."""
+  assert rules.zbox(LOW, HIGH) == rules.zbox(LOW, HIGH, zero_bias=True)
+  with jax.enable_x64(True):
+    layer_fn, params, x, _, r, _, m, b = _float64_case(seed=9)
+    default = _r64(rules.zbox(LOW, HIGH), layer_fn, x, params, r)
+    with_bias = _r64(rules.zbox(LOW, HIGH, zero_bias=False), layer_fn, x,
+                     params, r)
+  kwargs = dict(rule="zbox", low=LOW, high=HIGH)
+  want = _reference(kwargs, x, m, b, r, True)
+  scale = np.max(np.abs(want))
+  assert default.dtype == np.float64
+  assert np.max(np.abs(default - want)) <= 1e-10 * scale
+  assert np.max(np.abs(with_bias - want)) > 1e-2 * scale
+  assert np.max(np.abs(with_bias - _reference(kwargs, x, m, b, r, False))
+                ) <= 1e-10 * scale
+
+
+@pytest.mark.parametrize("zero_bias", [False, True])
+def test_generalised_gamma_is_gamma_after_a_relu_only(zero_bias):
+  """Equal on x >= 0 when outputs z_j < 0 carry no relevance (a ReLU
+  follows); different on signed input or with relevance at z_j < 0."""
+  def both(x, r):
+    return [_r64(rules.gamma(0.25, generalised=g, zero_bias=zero_bias),
+                 layer_fn, x, params, r) for g in (True, False)]
+  with jax.enable_x64(True):
+    layer_fn, params, x, x_relu, r, r_relu, _, _ = _float64_case(seed=10)
+    general, basic = both(x_relu, r_relu)
+    scale = np.max(np.abs(basic))
+    assert np.max(np.abs(general - basic)) <= 1e-12 * scale
+    for xi, ri in ((x_relu, r), (x, r_relu)):
+      general, basic = both(xi, ri)
+      assert np.max(np.abs(general - basic)) > 1e-2 * np.max(np.abs(basic))
+
+
+@pytest.mark.parametrize("zero_bias", [False, True])
+def test_generalised_gamma_at_zero_is_epsilon(zero_bias):
+  with jax.enable_x64(True):
+    layer_fn, params, x, _, r, _, _, _ = _float64_case(seed=11)
+    got = _r64(rules.gamma(0.0, zero_bias=zero_bias, stabilizer=0.01),
+               layer_fn, x, params, r)
+    want = _r64(rules.epsilon(0.01, zero_bias=zero_bias), layer_fn, x, params,
+                r)
+  assert np.max(np.abs(got - want)) <= 1e-12 * np.max(np.abs(want))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: rules.gamma(0.25), lambda: rules.gamma(2.0, zero_bias=True)],
+    ids=["gamma", "gamma_zero_bias"])
+def test_skip_hints_hold_where_the_term_has_no_effect(make):
+  """Where a term's `skip_when` holds, a zero term in its place (zero output,
+  zero input gradient) leaves the relevance unchanged; and it does not hold
+  once outputs z_j < 0 carry relevance."""
+  rule = make()
+  hinted = [k for k, t in enumerate(rule.terms) if t.skip_when is not None]
+  assert hinted == [2, 3]  # the negative side
+  zero_term = rules.Term(jnp.zeros_like, rules.map_params(jnp.zeros_like))
+  with jax.enable_x64(True):
+    layer_fn, params, x, x_relu, r, _, _, _ = _float64_case(seed=12)
+    for xi in (x, x_relu):
+      out = layer_fn(jnp.asarray(xi), params)
+      r_relu = np.where(out > 0, r, 0.0)
+      want = _r64(rule, layer_fn, xi, params, r_relu)
+      for k in hinted:
+        hint = functools.partial(rule.terms[k].skip_when, jnp.asarray(xi), out)
+        assert bool(hint(jnp.asarray(r_relu)))
+        if xi is x or not rule.terms[k].vanishes_for_nonneg_input:
+          assert not bool(hint(jnp.asarray(r)))
+        terms = rule.terms[:k] + (zero_term,) + rule.terms[k + 1:]
+        skipped = rules.Rule(terms, rule.gradient_mapper, rule.reducer,
+                             rule.zero_bias)
+        np.testing.assert_array_equal(
+            _r64(skipped, layer_fn, xi, params, r_relu), want)
 
 
 @pytest.mark.parametrize("nonneg", [False, True], ids=["signed", "relu"])
@@ -135,9 +238,11 @@ def test_jitted_float32_conv_matches_reference(nonneg):
   m, _ = lrp_matrix.conv_matrix(np.asarray(p32["kernel"], np.float64),
                                 (7, 6), (2, 2), ((1, 1), (1, 1)))
   b = np.tile(np.asarray(p32["bias"], np.float64), 12)
-  # gamma is for non-negative input; on signed input its sums cancel to
-  # ~1e-3 here, which float32 cannot resolve to this tolerance.
-  names = ("alpha2_beta1", "gamma_0.25") if nonneg else ("alpha2_beta1",)
+  # Montavon et al.'s gamma is for non-negative input; on signed input its
+  # sums cancel to ~1e-3 here, which float32 cannot resolve to this
+  # tolerance. The generalised gamma's denominators are at least |z_j|.
+  names = ("alpha2_beta1", "gamma_0.25")
+  names += ("gamma_0.25_basic",) if nonneg else ()
   for make, kwargs in (RULES[n] for n in names):
     rule = make()
     run = jax.jit(lambda x, p, r, rule=rule: _ours(rule, layer_fn, x, p, r)[0])
@@ -213,6 +318,15 @@ def test_rules_compare_by_value():
   assert hash(rules.zbox(LOW, HIGH)) == hash(rules.zbox(LOW, HIGH))
   assert rules.epsilon(0.1) != rules.epsilon(0.1, zero_bias=True)
   assert rules.zplus() != rules.alpha_beta(2.0, 1.0)
+  assert rules.gamma(0.25) == rules.gamma(0.25, generalised=True)
+  assert rules.gamma(0.25) != rules.gamma(0.25, generalised=False)
+  assert rules.gamma(0.25) != rules.gamma(0.25, zero_bias=True)
+  assert repr(rules.gamma(0.5, zero_bias=True)) == (
+      "gamma(0.5, 1e-06, zero_bias=True)")
+  assert repr(rules.gamma(0.5, generalised=False, zero_bias=True)) == (
+      "gamma(0.5, 1e-06, generalised=False, zero_bias=True)")
+  assert repr(rules.zbox(-2.1, [2.2, 2.4])) == (
+      "zbox((-2.1,), (2.2, 2.4), 1e-06, zero_bias=True)")
   custom = rules.Rule((rules.Term(),), rules.normalise(0.1),
                       rules.input_times_grad)
   assert custom != rules.epsilon(0.1) and custom == custom

@@ -15,11 +15,15 @@ their path) are biases; every other parameter is a weight.
 Formulas (Bach et al. 2015; Montavon et al. 2017, 2019), with
 `z_ij = x_i w_ij` and `R_j` the relevance of output `j`:
   epsilon  R_i = sum_j z_ij / (z_j + eps sign z_j) R_j, z_j = sum_i z_ij + b_j
-  gamma    as epsilon with w + gamma w+ and b + gamma b+
+  gamma    (generalised, Andeol et al. 2021) as epsilon, where output j takes
+           x+ (w + g w+) + x- (w + g w-) and b + g b+ when z_j >= 0, and
+           x+ (w + g w-) + x- (w + g w+) and b + g b- when z_j < 0
+  gamma    (generalised=False, Montavon et al. 2019) as epsilon with
+           w + g w+ and b + g b+ for every input and output
   alpha-beta  R_i = sum_j (alpha z+_ij / z+_j - beta z-_ij / z-_j) R_j,
            z+_j = sum_i z+_ij + b+_j, z-_j = sum_i z-_ij + b-_j
   flat / w^2  R_i = sum_j v_ij / sum_i v_ij R_j with v_ij = 1 or w_ij^2
-  z^B      z_ij = x_i w_ij - l_i w+_ij - h_i w-_ij (then as epsilon)
+  z^B      z_ij = x_i w_ij - l_i w+_ij - h_i w-_ij, no bias (then as epsilon)
 The stabiliser is `z + eps * sign(z)` with sign(0) = +1, and 0/0 is 0.
 """
 
@@ -80,16 +84,27 @@ drop_bias = map_params(lambda p: p, jnp.zeros_like)
 class Term(NamedTuple):
   """One modified copy of a layer: `layer_fn(in_mod(x), param_mod(params))`.
 
+  A term with neither modifier, in a rule whose `zero_bias` is False, yields
+  the layer's ordinary output `out` (no second forward); a gradient mapper
+  that needs `out` (the generalised gamma rule) reads it from such a term
+  and gives it a zero cotangent.
+
   Attributes:
     input_modifier: maps the layer input; None keeps it.
     param_modifier: maps the parameter tree (see `map_params`); None keeps it.
     vanishes_for_nonneg_input: the term is zero whenever `x >= 0` (its input
       modifier takes the negative part), so it is skipped at run time then.
+    skip_when: None, or `(x, out, r) -> scalar bool` of the layer input, its
+      ordinary output and the output relevance: where it holds, the term's
+      contribution to the input relevance is zero whatever its output, so a
+      core may skip the term (zero output, zero input gradient). It is a
+      hint: running the term anyway gives the same relevance.
   """
 
   input_modifier: Optional[Callable[[Array], Array]] = None
   param_modifier: Optional[Callable[[Params], Params]] = None
   vanishes_for_nonneg_input: bool = False
+  skip_when: Optional[Callable[[Array, Array, Array], Array]] = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -130,8 +145,20 @@ class Rule:
     return hash(self._identity())
 
   def __repr__(self) -> str:
-    args = "" if self.key is None else ", ".join(map(repr, self.key))
-    return f"{self.name}({args}{', zero_bias=True' if self.zero_bias else ''})"
+    args = [] if self.key is None else [
+        f"{k[1]}={k[2]!r}" if _is_keyword(k) else repr(k) for k in self.key]
+    if self.zero_bias:
+      args.append("zero_bias=True")
+    return f"{self.name}({', '.join(args)})"
+
+
+def _keyword(name: str, value: Hashable) -> tuple:
+  """A `key` entry that `Rule.__repr__` shows as `name=value`."""
+  return ("=", name, value)
+
+
+def _is_keyword(entry: Any) -> bool:
+  return isinstance(entry, tuple) and len(entry) == 3 and entry[0] == "="
 
 
 class Gradient(NamedTuple):
@@ -212,26 +239,93 @@ def zero(*, zero_bias: bool = False) -> Rule:
 
 
 # pylint: disable-next=redefined-outer-name
-def gamma(gamma: float = 0.25, *, zero_bias: bool = False,
-          stabilizer: float = 1e-6) -> Rule:
-  """LRP-gamma (Montavon et al. 2019): epsilon on `w + g w+` and `b + g b+`.
+def gamma(gamma: float = 0.25, *, generalised: bool = True,
+          zero_bias: bool = False, stabilizer: float = 1e-6) -> Rule:
+  """LRP-gamma, by default in its generalised form for inputs of any sign.
 
-  Meant for layers with non-negative input (after a ReLU), where it equals
-  zennit's generalised Gamma for every unit that has relevance.
+  The generalised rule (Andeol et al. 2021, "Learning domain invariant
+  representations by joint Wasserstein distance minimization", and zennit's
+  `Gamma`) favours the contributions that share the sign of the output
+  `z_j = sum_i x_i w_ij + b_j`. Where `z_j >= 0`, output j shares its
+  relevance in proportion to `x+ (w + g w+) + x- (w + g w-)`, with
+  `b + g b+` in the denominator; where `z_j < 0`, in proportion to
+  `x+ (w + g w-) + x- (w + g w+)`, with `b + g b-`. The side follows the
+  ordinary output, bias included, also with `zero_bias` (as in zennit);
+  `z_j = 0` counts as positive (sign(0) = +1, as in the stabiliser; zennit
+  gives such outputs no relevance). With `gamma=0` it is epsilon.
+
+  With `generalised=False` it is the rule of Montavon et al. 2019 ("Layer-
+  wise relevance propagation: an overview"): epsilon on `w + g w+` and
+  `b + g b+` for every input and output, meant for non-negative input. The
+  two agree on non-negative input at every output with `z_j >= 0`, hence on
+  the whole layer when outputs with `z_j < 0` carry no relevance, as before
+  a ReLU.
 
   Args:
-    gamma: weight of the positive parameters (>= 0).
-    zero_bias: leave the bias out.
-    stabilizer: epsilon of the denominator.
+    gamma: weight of the parameters of the output's sign (>= 0).
+    generalised: the generalised rule (True) or Montavon et al.'s (False).
+    zero_bias: leave the bias out of the denominators.
+    stabilizer: epsilon of the denominators.
 
   Returns:
     The rule.
+
+  Examples:
+    >>> gamma(0.5)
+    gamma(0.5, 1e-06)
+    >>> gamma(0.5, generalised=False, zero_bias=True)
+    gamma(0.5, 1e-06, generalised=False, zero_bias=True)
   """
   g = _nonneg_float("gamma", gamma)
   stabilizer = _nonneg_float("stabilizer", stabilizer)
-  term = Term(param_modifier=map_params(lambda p: p + g * _pos(p)))
-  return Rule((term,), normalise(stabilizer), input_times_grad, zero_bias,
-              "gamma", (g, stabilizer))
+  if not generalised:
+    term = Term(param_modifier=map_params(lambda p: p + g * _pos(p)))
+    return Rule((term,), normalise(stabilizer), input_times_grad, zero_bias,
+                "gamma", (g, stabilizer, _keyword("generalised", False)))
+  return _generalised_gamma(g, stabilizer, zero_bias)
+
+
+def _generalised_gamma(g: float, stabilizer: float, zero_bias: bool) -> Rule:
+  """`gamma(g)`: four terms as in zennit's `Gamma`, and the ordinary output.
+
+  The bias is dropped in the terms' own parameter modifiers, not by the
+  rule's `zero_bias`, so that the fifth (unmodified) term stays the ordinary
+  output, bias included, which decides each output's side.
+  """
+  def plus_g(part):
+    return lambda p: p + g * part(p)
+
+  bias = jnp.zeros_like if zero_bias else None  # None: as the weights
+
+  def no_negative_relevance(x, out, r):  # the negative side's hint
+    del x  # before a ReLU, outputs z_j < 0 have no relevance
+    return ~jnp.any((out < 0) & (r != 0))
+
+  def no_negative_relevance_or_nonneg(x, out, r):
+    return jnp.all(x >= 0) | no_negative_relevance(x, out, r)
+
+  terms = (
+      Term(_pos, map_params(plus_g(_pos), bias)),
+      Term(_neg, map_params(plus_g(_neg), jnp.zeros_like), True),
+      Term(_pos, map_params(plus_g(_neg), bias),
+           skip_when=no_negative_relevance),
+      Term(_neg, map_params(plus_g(_pos), jnp.zeros_like), True,
+           no_negative_relevance_or_nonneg),
+      Term())
+
+  def mapper(r, outputs):
+    positive = outputs[4] >= 0
+    zero = jnp.zeros_like(r)
+    up = safe_divide(r, stabilize(outputs[0] + outputs[1], stabilizer))
+    down = safe_divide(r, stabilize(outputs[2] + outputs[3], stabilizer))
+    up, down = jnp.where(positive, up, zero), jnp.where(positive, zero, down)
+    return up, up, down, down, zero
+
+  def reducer(inputs, grads):
+    return sum(x * grad for x, grad in zip(inputs[:4], grads[:4]))
+
+  key = (g, stabilizer) + ((_keyword("zero_bias", True),) if zero_bias else ())
+  return Rule(terms, mapper, reducer, False, "gamma", key)
 
 
 def alpha_beta(alpha: float = 2.0, beta: float = 1.0, *,
@@ -312,14 +406,24 @@ def wsquare(*, zero_bias: bool = False, stabilizer: float = 1e-6) -> Rule:
               "wsquare", (stabilizer,))
 
 
-def zbox(low: Any, high: Any, *, zero_bias: bool = False,
+def zbox(low: Any, high: Any, *, zero_bias: bool = True,
          stabilizer: float = 1e-6) -> Rule:
   """LRP-z^B (Montavon et al. 2017) for input bounded by `low <= x <= high`.
+
+  `R_i = sum_j z_ij / stab(sum_i z_ij) R_j` with
+  `z_ij = x_i w_ij - l_i w+_ij - h_i w-_ij`: the z^B rule of Montavon et al.,
+  "Explaining nonlinear classification decisions with deep Taylor
+  decomposition" (Pattern Recognition 65, 2017), has no bias term. zennit's
+  `ZBox` keeps the bias in all three of its terms, where it cancels
+  (`b - b+ - b-`), so it computes the same. `zero_bias=False` adds the
+  layer's bias `b_j` to the denominator instead.
+
+  The bounds follow the input's dtype (float64 under `jax_enable_x64`).
 
   Args:
     low: lowest input value: a scalar or a per-channel array (last axis).
     high: highest input value, same forms.
-    zero_bias: leave the bias out of `z_j` (zennit's ZBox has none in effect).
+    zero_bias: leave the bias out of the denominator (the rule as published).
     stabilizer: epsilon of the denominator.
 
   Returns:
@@ -330,7 +434,7 @@ def zbox(low: Any, high: Any, *, zero_bias: bool = False,
 
   Examples:
     >>> zbox(-2.1, [2.2, 2.4, 2.6])
-    zbox((-2.1,), (2.2, 2.4, 2.6), 1e-06)
+    zbox((-2.1,), (2.2, 2.4, 2.6), 1e-06, zero_bias=True)
   """
   lo = np.atleast_1d(np.asarray(low, np.float64))
   hi = np.atleast_1d(np.asarray(high, np.float64))
@@ -348,14 +452,13 @@ def zbox(low: Any, high: Any, *, zero_bias: bool = False,
         f"`low` (={low}) must be <= `high` (={high}) elementwise, with "
         "broadcastable shapes.")
   stabilizer = _nonneg_float("stabilizer", stabilizer)
-  lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
 
-  def bound(value):
+  def bound(value):  # float64 NumPy, cast to the input's dtype
     return lambda x: jnp.broadcast_to(jnp.asarray(value, x.dtype), x.shape)
 
   terms = (Term(),
-           Term(bound(lo32), map_params(_pos, jnp.zeros_like)),
-           Term(bound(hi32), map_params(_neg, jnp.zeros_like)))
+           Term(bound(lo), map_params(_pos, jnp.zeros_like)),
+           Term(bound(hi), map_params(_neg, jnp.zeros_like)))
 
   def mapper(r, outputs):
     g = safe_divide(r, stabilize(outputs[0] - outputs[1] - outputs[2],

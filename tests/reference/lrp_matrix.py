@@ -4,7 +4,9 @@ A layer is a matrix `M` (inputs x outputs) and a bias `b`; a convolution is
 first unrolled into its Toeplitz matrix (`conv_matrix`). Each rule is then the
 paper's formula over the contributions `z_ij` (Bach et al. 2015; Montavon et
 al. 2017, 2019), for one example at a time, with no autodiff and nothing
-shared with `sr_jax.lrp`.
+shared with `sr_jax.lrp`. The generalised gamma rule follows Andeol et al.
+2021 (zennit's `Gamma`), the z^B rule Montavon et al. 2017 (no bias term
+unless `zero_bias=False`).
 """
 
 from __future__ import annotations
@@ -66,8 +68,9 @@ def _share(contrib: np.ndarray, denom: np.ndarray, r: np.ndarray) -> np.ndarray:
 
 def lrp(rule: str, x: np.ndarray, m: np.ndarray, b: np.ndarray,
         r: np.ndarray, *, zero_bias: bool = False, eps: float = 0.0,
-        gamma: float = 0.0, alpha: float = 1.0, beta: float = 0.0,
-        low=None, high=None, stabilizer: float = 1e-6) -> np.ndarray:
+        gamma: float = 0.0, generalised: bool = True, alpha: float = 1.0,
+        beta: float = 0.0, low=None, high=None,
+        stabilizer: float = 1e-6) -> np.ndarray:
   """Input relevance of one example by the formula of `rule`.
 
   Args:
@@ -79,6 +82,10 @@ def lrp(rule: str, x: np.ndarray, m: np.ndarray, b: np.ndarray,
     zero_bias: leave the bias out.
     eps: epsilon of the epsilon rule (its stabiliser).
     gamma: gamma of the gamma rule.
+    generalised: the generalised gamma rule (Andeol et al. 2021): output j
+      takes x+ (w + g w+) + x- (w + g w-) and b + g b+ where its ordinary
+      output (bias kept) is >= 0, x+ (w + g w-) + x- (w + g w+) and b + g b-
+      where it is < 0. False: w + g w+ and b + g b+ everywhere.
     alpha: alpha of alpha-beta.
     beta: beta of alpha-beta.
     low: per-input lower bound (I,) for z^B.
@@ -89,12 +96,24 @@ def lrp(rule: str, x: np.ndarray, m: np.ndarray, b: np.ndarray,
     The input relevance (I,).
   """
   x, m, b, r = (np.asarray(a, np.float64) for a in (x, m, b, r))
+  z_out = x @ m + b  # the layer's ordinary output
   b = np.zeros_like(b) if zero_bias else b
   if rule == "pass":
     return r.copy()
   if rule == "epsilon":
     z = x[:, None] * m
     return _share(z, _stab(z.sum(0) + b, eps), r)
+  if rule == "gamma" and generalised:
+    xp, xn = np.maximum(x, 0)[:, None], np.minimum(x, 0)[:, None]
+    m_up, m_down = m + gamma * np.maximum(m, 0), m + gamma * np.minimum(m, 0)
+    up = xp * m_up + xn * m_down
+    down = xp * m_down + xn * m_up
+    d_up = up.sum(0) + b + gamma * np.maximum(b, 0)
+    d_down = down.sum(0) + b + gamma * np.minimum(b, 0)
+    positive = z_out >= 0
+    return (_share(up, _stab(d_up, stabilizer), np.where(positive, r, 0.0))
+            + _share(down, _stab(d_down, stabilizer),
+                     np.where(positive, 0.0, r)))
   if rule == "gamma":
     mg, bg = m + gamma * np.maximum(m, 0), b + gamma * np.maximum(b, 0)
     z = x[:, None] * mg
