@@ -79,13 +79,24 @@ def spatial_map(values: jax.Array, tap: graph_lib.Tap,
   return jnp.transpose(r, order)
 
 
-def default_conv_layer(model: Any, variables: Any, x: ArrayLike) -> str:
-  """The name of the last convolution layer's activation (or output)."""
-  taps = layers(model, variables, x)
-  convs = [t for t in taps.values() if t.kind == "conv"]
+def conv_activations(taps: dict[str, graph_lib.Tap]) -> list[str]:
+  """For each convolution layer, in forward order, the name of its
+  activation (or of its output when no activation follows it).
+
+  Raises:
+    ValueError: when the model has no convolution layer.
+  """
+  convs = [t.name for t in taps.values() if t.kind == "conv"]
   if not convs:
     raise ValueError("The model has no convolution layer to tap.")
-  last = convs[-1].name
-  after = [t.name for t in taps.values()
-           if t.kind == "activation" and t.name.startswith(last + "/")]
-  return after[0] if after else last
+  out = []
+  for conv in convs:
+    after = [t.name for t in taps.values()
+             if t.kind == "activation" and t.name.startswith(conv + "/")]
+    out.append(after[0] if after else conv)
+  return out
+
+
+def default_conv_layer(model: Any, variables: Any, x: ArrayLike) -> str:
+  """The name of the last convolution layer's activation (or output)."""
+  return conv_activations(layers(model, variables, x))[-1]

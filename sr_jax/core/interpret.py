@@ -45,6 +45,9 @@ class Rules(NamedTuple):
       "gelu", ...), with x its input, y its output and g the cotangent.
     residual: `(a, b, z, g) -> (g_a, g_b)` for sums `z = a + b` of two
       activations.
+    activation_vjp: call `activation(name, x, y, g, vjp)` with `vjp(c)` the
+      node's own VJP at x (guided backprop keeps non-ReLU activations'
+      gradient; DeepLIFT falls back to it where the input barely changes).
     affine_identity: elementwise affine nodes outside layers pass the
       cotangent through unchanged; one that uses parameters (a normalisation
       that could not be folded into a layer) raises a ValueError.
@@ -55,6 +58,7 @@ class Rules(NamedTuple):
   activation: Optional[ActivationRule] = None
   residual: Optional[Callable[..., tuple[jax.Array, jax.Array]]] = None
   affine_identity: bool = False
+  activation_vjp: bool = False
 
 
 def _bind(node: Node, values: Sequence[Any]) -> list[Any]:
@@ -246,8 +250,13 @@ def _node(node: Node, i: int, values: list[Any], graph: Graph,
       vals[j] = xj
       return _bind(node, vals)[0]
 
-    fn = _with_backward(forward, lambda xs, y, g: (
-        rules.activation(name, xs[0], y, g),))
+    def backward_act(xs, y, g):
+      if rules.activation_vjp:
+        own = lambda c: jax.vjp(forward, xs[0])[1](c)[0]  # noqa: E731
+        return (rules.activation(name, xs[0], y, g, own),)
+      return (rules.activation(name, xs[0], y, g),)
+
+    fn = _with_backward(forward, backward_act)
     return [fn(values[j])]
   if node.role == "residual" and rules.residual is not None:
     sign = -1.0 if node.primitive == "sub" else 1.0
