@@ -217,9 +217,12 @@ def relevance_to_image(relevance: jax.typing.ArrayLike,
       at 0, one plane.
 
   Returns:
-    float32 in [0, 1]: ...xHxWx3 for "abs_rgb", ...xHxW otherwise.
+    float32 (float64 for float64 relevance) in [0, 1]: ...xHxWx3 for
+    "abs_rgb", ...xHxW otherwise.
   """
-  r = jnp.asarray(relevance, jnp.float32)
+  r = jnp.asarray(relevance)
+  if r.dtype != jnp.float64:  # float64 (under x64) stays float64
+    r = r.astype(jnp.float32)
   if mode not in RELEVANCE_IMAGES:
     raise ValueError(f"`relevance_image` (={mode!r}) must be one of "
                      f"{', '.join(repr(m) for m in RELEVANCE_IMAGES)}.")

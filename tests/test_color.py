@@ -6,7 +6,7 @@ import pytest
 from skimage import color
 
 from sr_jax.saliency import rgb_to_lab
-from sr_jax.saliency.color import srgb_to_linear
+from sr_jax.saliency.color import WHITE_D65, XYZ_FROM_RGB, srgb_to_linear
 
 
 def test_matches_skimage_on_random_colours(rng):
@@ -24,6 +24,21 @@ def test_matches_skimage_on_an_image_with_dark_and_saturated_pixels(rng):
   ours = np.asarray(rgb_to_lab(image))
   np.testing.assert_allclose(ours, color.rgb2lab(image.astype(np.float64)),
                              atol=2e-4, rtol=0)
+
+
+def test_float64_in_float64_out_and_close_to_skimage(x64, rng):
+  rgb = rng.random((500, 3))
+  ours = rgb_to_lab(rgb)
+  assert ours.dtype == jnp.float64
+  ref = color.rgb2lab(rgb)
+  # skimage rounds the constants of the linear toe only (XYZ/white below
+  # 0.008856); elsewhere both compute the same float64 formula.
+  xyz = np.asarray(srgb_to_linear(rgb)) @ (XYZ_FROM_RGB / WHITE_D65[:, None]).T
+  above = np.all(xyz > 0.009, axis=1)
+  assert above.sum() > 400
+  np.testing.assert_allclose(np.asarray(ours)[above], ref[above], atol=1e-10,
+                             rtol=0)
+  np.testing.assert_allclose(np.asarray(ours), ref, atol=2e-4, rtol=0)
 
 
 def test_white_and_black():

@@ -137,6 +137,14 @@ def test_sum_smallest_handles_ties_zeros_and_inf(rng):
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
 
 
+def test_kth_smallest_errors():
+  with pytest.raises(ValueError, match=r"`x` \(shape=\(5,\)\) must be 2-D"):
+    knn.kth_smallest(np.zeros(5, np.float32), 1)
+  with pytest.raises(ValueError, match=r"`k` \(=6\) must be between 1 and "
+                     r"the row length \(=5\)"):
+    knn.kth_smallest(np.zeros((2, 5), np.float32), 6)
+
+
 def test_knn_k_larger_than_candidates():
   with pytest.raises(ValueError, match=r"`k` \(=9\) must be between 1 and "
                      r"the number of candidates \(=8\)"):
@@ -171,6 +179,118 @@ def test_matches_numpy_reference(rng, case):
   assert got.min() >= 0 and got.max() <= 1
   assert want.max() > 0.5  # a non-trivial map
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+# --- float64 (jax_enable_x64) ----------------------------------------------
+# float64 input runs every stage in float64 and gives a float64 map; uint8
+# input stays on the float32 path (see "Precision" in the kernel's module
+# docstring).
+
+
+def test_float64_input_gives_a_float64_map_and_uint8_stays_float32(x64, rng):
+  image = smooth_image(rng, 36, 48, 3)
+  assert context_aware(image, **SMALL).dtype == jnp.float64
+  assert context_aware(image.astype(np.float32), **SMALL).dtype == jnp.float32
+  as_uint8 = (image * 255).round().astype(np.uint8)
+  assert context_aware(as_uint8, **SMALL).dtype == jnp.float32
+  images = np.stack([image, smooth_image(rng, 36, 48, 3)])
+  batch = context_aware_batch(images, **SMALL)
+  assert batch.dtype == jnp.float64
+  singles = np.stack([np.asarray(context_aware(im, **SMALL)) for im in images])
+  # Split by image (batch) or by query patch (singles): other block shapes
+  # round |q|^2 + |c|^2 - 2 q.c differently, and near d = 0 (a query's own
+  # grid patch) the square root turns an eps-sized error into ~sqrt(eps)
+  # (measured: 1.4e-10; the float32 analogue above is 3.5e-6).
+  np.testing.assert_allclose(np.asarray(batch), singles, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("case", [
+    dict(shape=(60, 80), channels=3, options=dict(max_side=50)),
+    dict(shape=(36, 48), channels=1, options=dict(max_side=48, border="edge")),
+], ids=["rgb-resized", "plane-edge"])
+def test_float64_map_is_closer_to_the_numpy_reference(x64, rng, case):
+  image = smooth_image(rng, *case["shape"], case["channels"])
+  if case["channels"] == 1:
+    image = image[..., 0]  # one float64 plane, as a relevance image
+  want = ref.context_aware(image, **case["options"])
+  got64 = np.asarray(context_aware(image, **case["options"]))
+  got32 = np.asarray(context_aware(image.astype(np.float32),
+                                   **case["options"]))
+  assert got64.dtype == np.float64 and got32.dtype == np.float32
+  err64, err32 = np.abs(got64 - want).max(), np.abs(got32 - want).max()
+  # float32 agrees with float64 to float32 precision (measured: r = 1 -
+  # 1e-12, max difference 2.4e-6; the float32 tests above allow 2e-5).
+  assert np.corrcoef(got64.ravel(), got32.ravel())[0, 1] >= 0.999
+  np.testing.assert_allclose(got32, got64, atol=2e-5, rtol=0)
+  # float64 is far closer to the float64 reference (measured: 1.3e-10 and
+  # 2.2e-10 against float32's 2.4e-6; what is left is ~sqrt(eps) at d = 0,
+  # see the batch test above).
+  assert err64 <= 1e-8 and err64 * 1000 <= err32, (err64, err32)
+
+
+def test_kth_smallest_float64_equals_np_partition(x64, rng):
+  # Magnitudes over the whole float64 range (subnormals to 1e300, beyond
+  # float32), neighbours one ulp apart, ties, zeros of both signs and inf;
+  # 130 rows go through the row chunks, 64 rows are one chunk.
+  for rows in (130, 64):
+    x = rng.random((rows, 77)) * 10.0 ** rng.integers(-320, 300, (rows, 77))
+    x[:, :4] = [0.0, -0.0, np.inf, 5e-324]
+    x[:, 4] = np.nextafter(x[:, 5], np.inf)
+    x[:, 6] = x[:, 7]
+    for k in (1, 2, 6, 40, 77):
+      got = knn.kth_smallest(x, k)
+      assert got.dtype == jnp.float64
+      want = np.partition(np.abs(x), k - 1, axis=1)[:, k - 1]
+      np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_sum_smallest_float64_is_exact(x64, rng):
+  # Integers up to 2^40 (not representable in float32) with many ties: every
+  # partial sum is an exact float64 integer, whatever the order.
+  x = rng.integers(0, 2 ** 40, (128, 60)).astype(np.float64)
+  x[:, 10:20] = x[:, :10]
+  for k in (1, 7, 33, 60):
+    got = knn.sum_smallest(x, k)
+    assert got.dtype == jnp.float64
+    np.testing.assert_array_equal(np.asarray(got),
+                                  np.sort(x, axis=1)[:, :k].sum(1))
+  got = knn.sum_smallest(x, 7, jnp.sqrt)
+  want = np.sqrt(np.sort(x, axis=1)[:, :7]).sum(1)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-15)
+
+
+@pytest.mark.parametrize("group_size", [None, 1])
+def test_knn_float64_matches_brute_force(x64, rng, group_size):
+  # Near-ties 1e-9 apart, which float32 cannot tell apart.
+  q = (rng.integers(0, 4, (300, 12)) / 4) + rng.random((300, 12)) * 1e-9
+  c = (rng.integers(0, 4, (700, 12)) / 4) + rng.random((700, 12)) * 1e-9
+  c[:40] = q[:40]
+  qp, cp = rng.random((300, 2)), rng.random((700, 2))
+  got = knn.mean_knn_distance(q, qp, c, cp, k=20, c=3.0, block_size=128,
+                              group_size=group_size)
+  assert got.dtype == jnp.float64
+  want = brute_force_knn(q, qp, c, cp, 20, 3.0)
+  # Measured: 2.8e-16.
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-14, rtol=0)
+
+
+def test_float64_building_blocks_match_their_references(x64, rng):
+  mask = rng.random((23, 31)) < 0.05
+  got = distance_transform(mask, dtype=np.float64)
+  assert got.dtype == jnp.float64
+  # Exact integer squared distances, one correctly rounded square root.
+  np.testing.assert_array_equal(np.asarray(got),
+                                ndimage.distance_transform_edt(~mask))
+  for n_in, n_out in ((36, 29), (29, 36), (48, 11)):
+    for method in ("linear", "cubic"):
+      weights = rs.resize_weights(n_in, n_out, method, np.float64)
+      assert weights.dtype == np.float64
+      # The same formula, rounded in another order (measured: 2.5e-15).
+      np.testing.assert_allclose(weights, ref.resize_matrix(n_in, n_out,
+                                                            method),
+                                 atol=1e-14, rtol=0)
+  x = jnp.asarray(rng.random((36, 48, 2)))
+  assert rs.resize(x, (29, 11), "cubic").dtype == jnp.float64
 
 
 # --- properties -------------------------------------------------------------

@@ -50,8 +50,8 @@ def rgb_to_lab(rgb: jax.typing.ArrayLike) -> jax.Array:
       images with `rgb / 255` first.
 
   Returns:
-    A float array of the same shape: L* in [0, 100], a* and b* roughly in
-    [-128, 128].
+    An array of the same shape and dtype (float64 stays float64 under
+    `jax_enable_x64`): L* in [0, 100], a* and b* roughly in [-128, 128].
 
   Raises:
     ValueError: if the last axis does not have size 3.

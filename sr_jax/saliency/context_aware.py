@@ -49,10 +49,21 @@ one thread per device), and `sr_jax.runtime` gives JAX one per core
 (`SR_JAX_CPU_DEVICES=1` for one: on one VM, two XLA:CPU computations
 running at once gave some wrong maps, `benchmarks/xla_cpu_concurrency.py`
 and tests/test_xla_cpu_concurrency.py). The split changes the distances only
-by float32 rounding (other block shapes: a few 1e-6). Step 7 can enlarge
-that: a pixel whose saliency is within rounding of `focus_threshold`·max
-may become a focus or stop being one, which moves the distance transform
-around it (up to 5e-3 at ~3% of the pixels seen on a 224-px photograph).
+by rounding (other block shapes: a few 1e-6; in float64 ~1e-10). Step 7
+can enlarge that: a pixel whose saliency is within rounding of
+`focus_threshold`·max may become a focus or stop being one, which moves the
+distance transform around it (up to 5e-3 at ~3% of the pixels seen on a 224-px photograph).
+
+Precision: uint8 and float32 input (and float16, bfloat16) is computed in
+float32. float64 input under `jax_enable_x64` is computed in float64 at
+every stage (resize weights, L*a*b*, patches, distances, the exact k-th
+smallest on int64 bit patterns, the distance transform), and the map is
+float64: the setting for exact comparisons with a float64 reference.
+uint8 input stays float32 under `jax_enable_x64` too (its 8-bit values gain
+little, and float32 is 5.4x faster at 250 px on a 2-core CPU: XLA:CPU's
+float64 matrix products and `TopK` are 4-6x slower); pass `image / 255.0`
+(float64) for the float64 path. Without `jax_enable_x64`, JAX has no
+float64 and float64 input is computed in float32.
 
 References:
   S. Goferman, L. Zelnik-Manor, A. Tal. Context-Aware Saliency Detection.
@@ -100,10 +111,10 @@ def _patches(image: jax.Array, half: int, stride: int) -> jax.Array:
   return out.reshape(-1, out.shape[-1])
 
 
-def _grid(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-  """(len(rows)*len(cols), 2) float32 (y, x) pairs, row-major."""
+def _grid(rows: np.ndarray, cols: np.ndarray, dtype: np.dtype) -> np.ndarray:
+  """(len(rows)*len(cols), 2) (y, x) pairs of `dtype`, row-major."""
   yy, xx = np.meshgrid(rows, cols, indexing="ij")
-  return np.stack([yy.ravel(), xx.ravel()], axis=1).astype(np.float32)
+  return np.stack([yy.ravel(), xx.ravel()], axis=1).astype(dtype)
 
 
 def _split_queries(fn, mesh: Mesh, queries, query_pos, candidates,
@@ -125,7 +136,7 @@ def _scale_map(features: jax.Array, plan: Plan, index: int,
   """Steps 3-5 for one scale: the single-scale map S_r at the scale's size."""
   opts, scale = plan.options, plan.scales[index]
   h, (height, width) = scale.half_size, scale.shape
-  side = float(max(height, width))
+  side, dtype = float(max(height, width)), np.dtype(features.dtype)
   query_image = rs.resize(features, scale.shape, "linear")
 
   candidates, positions = [], []
@@ -139,7 +150,7 @@ def _scale_map(features: jax.Array, plan: Plan, index: int,
                                    level_shape[0], height)
     cols = rs.map_coordinates_back(h + step * np.arange(n_cols),
                                    level_shape[1], width)
-    positions.append(_grid(rows, cols) / side)
+    positions.append(_grid(rows, cols, dtype) / side)
 
   if opts.border == "edge":
     padded = jnp.pad(query_image, ((h, h), (h, h), (0, 0)), mode="edge")
@@ -150,8 +161,8 @@ def _scale_map(features: jax.Array, plan: Plan, index: int,
     q_rows, q_cols = np.arange(h, height - h), np.arange(h, width - h)
   knn = functools.partial(mean_knn_distance, k=opts.k, c=opts.c,
                           block_size=opts.block_size)
-  args = (queries, _grid(q_rows, q_cols) / side, jnp.concatenate(candidates),
-          np.concatenate(positions))
+  args = (queries, _grid(q_rows, q_cols, dtype) / side,
+          jnp.concatenate(candidates), np.concatenate(positions))
   mean_d = knn(*args) if mesh is None else _split_queries(knn, mesh, *args)
   area = (2 * h + 1) ** 2
   saliency = 1.0 - jnp.exp(-mean_d * (opts.reference_area / area))
@@ -164,22 +175,24 @@ def _scale_map(features: jax.Array, plan: Plan, index: int,
 def _immediate_context(saliency: jax.Array, threshold: float) -> jax.Array:
   """Step 7: S·(1 - D), D the normalised distance to the nearest focus."""
   foci = saliency >= threshold * jnp.max(saliency)
-  dist = distance_transform(foci)
+  dist = distance_transform(foci, dtype=saliency.dtype)
   top = jnp.max(dist)
   dist = jnp.where(top > 0, dist / jnp.where(top > 0, top, 1.0), 0.0)
   return saliency * (1.0 - dist)
 
 
 def _pipeline(image: jax.Array, plan: Plan, mesh: Mesh | None) -> jax.Array:
-  """The jitted body: one (H, W, C) image, uint8 or float32, to the map."""
-  x = image.astype(jnp.float32)
+  """The jitted body: one (H, W, C) image, uint8, float32 or float64, to the
+  map, computed in float32 (uint8, float32) or float64."""
+  dtype = jnp.float32 if image.dtype == jnp.uint8 else image.dtype
+  x = image.astype(dtype)
   if image.dtype == jnp.uint8:
     x = x / 255.0
   features = _features(rs.resize(x, plan.working_shape, "linear"))
   # Centring leaves every distance unchanged and shrinks the norms, so less
   # float32 cancellation in |q|^2 + |c|^2 - 2 q.c for near-identical patches.
   features = features - jnp.mean(features, axis=(0, 1))
-  total = jnp.zeros(plan.working_shape, jnp.float32)
+  total = jnp.zeros(plan.working_shape, dtype)
   for index in range(len(plan.scales)):
     s_r = _scale_map(features, plan, index, mesh)
     total = total + rs.resize(s_r[..., None], plan.working_shape,
@@ -248,8 +261,10 @@ def _run(fn, array: jax.Array, plan: Plan) -> jax.Array:
 def _prepare(image, name: str, batched: bool) -> jax.Array:
   """Validates dtype, rank and (for concrete inputs) finiteness.
 
-  Returns the input as a uint8 or float32 array with a channel axis. Inside
-  a caller's `jit`, values are unknown, so NaN/inf cannot be checked there.
+  Returns the input as a uint8, float32 or float64 array (float64 stays
+  float64 under `jax_enable_x64`; other floats become float32) with a
+  channel axis. Inside a caller's `jit`, values are unknown, so NaN/inf
+  cannot be checked there.
   """
   if not isinstance(image, (jax.Array, np.ndarray)):
     image = np.asarray(image)
@@ -263,15 +278,17 @@ def _prepare(image, name: str, batched: bool) -> jax.Array:
     raise ValueError(
         f"`{name}` (shape={shape}) must be a non-empty {want} array.")
   if dtype != np.uint8:
+    work = np.dtype(jax.dtypes.canonicalize_dtype(
+        np.float64 if dtype == np.float64 else np.float32))
     if not isinstance(image, jax.core.Tracer):
-      values = np.asarray(image, np.float32)
+      values = np.asarray(image, work)
       finite = np.isfinite(values)
       if not finite.all():
         raise ValueError(
             f"`{name}` contains {finite.size - np.count_nonzero(finite)} "
             f"non-finite value(s) (first: {values[~finite][0]}); saliency "
             "needs finite input.")
-    image = image.astype(np.float32)
+    image = image.astype(work)
   image = jnp.asarray(image)
   return image[..., None] if len(shape) == 2 + lead else image
 
@@ -296,8 +313,9 @@ def context_aware(image: jax.typing.ArrayLike, **options) -> jax.Array:
       JAX sees, or 1 inside a caller's `jit`).
 
   Returns:
-    float32 HxW map in [0, 1] (at the working size with
-    `output_size="working"`).
+    HxW map in [0, 1] (at the working size with `output_size="working"`):
+    float64 for float64 input under `jax_enable_x64`, float32 otherwise
+    (see "Precision" in the module docstring).
 
   Raises:
     TypeError: for a dtype other than uint8 or floating point (bool, other
@@ -326,11 +344,11 @@ def context_aware_batch(images: jax.typing.ArrayLike,
       by image when N is a multiple of their number.
 
   Returns:
-    float32 NxHxW maps in [0, 1]; `result[i]` is
-    `context_aware(images[i], **options)`: the same program when the images
-    and the single call are split the same way (one device, or N not a
-    multiple of the devices), otherwise equal up to float32 rounding (which
-    the focus threshold can enlarge, see the module docstring).
+    NxHxW maps in [0, 1], of the dtype `context_aware` gives; `result[i]`
+    is `context_aware(images[i], **options)`: the same program when the
+    images and the single call are split the same way (one device, or N not
+    a multiple of the devices), otherwise equal up to rounding (which the
+    focus threshold can enlarge, see the module docstring).
 
   Raises:
     TypeError, ValueError: as `context_aware`.

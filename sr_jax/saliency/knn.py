@@ -12,7 +12,7 @@ How it is computed:
 * Queries are processed in blocks of `block_size` with `lax.map`, so at most
   `block_size x n_candidates` values exist at once, never
   `n_queries x n_candidates`.
-* For a block, `||q - c||^2 = ||q||^2 + ||c||^2 - 2 q.c` is one float32 matrix
+* For a block, `||q - c||^2 = ||q||^2 + ||c||^2 - 2 q.c` is one matrix
   product, clamped at 0. Candidates are ranked by `d^2` (same order as `d`,
   no square root per pair); square roots are taken of the K kept values.
 * The K smallest, exactly, in two stages. XLA's CPU `TopK` costs 15-20 ns
@@ -35,6 +35,10 @@ How it is computed:
      a second `lax.top_k`.
   With fewer than 4·K candidates (small images), a single `lax.top_k` over
   all of them is used instead.
+
+Everything is computed in float32, or in float64 when the patches are
+float64 (under `jax_enable_x64`): then the bisection runs on the int64 bit
+patterns, in 63 passes.
 """
 
 from __future__ import annotations
@@ -66,9 +70,25 @@ def default_group_size(n_candidates: int, k: int) -> int:
   return 8 if n_candidates < 32768 else 16
 
 
-def _sum_smallest_rows(x: jax.Array, k: int, fn) -> jax.Array:
-  """`sum_smallest` for one (rows, n) chunk, bisected in (n, rows) layout."""
-  bits = lax.bitcast_convert_type(jnp.abs(x), jnp.int32).T  # abs: -0.0 → 0
+# The integer type with a float's bit pattern, and the bisection passes that
+# find any value among the non-negative ones (bit patterns 0 .. that of +inf,
+# below 2^31 or 2^63: each pass halves the bracket).
+_BITS = {np.dtype(np.float32): (jnp.int32, 31),
+         np.dtype(np.float64): (jnp.int64, 63)}
+
+
+def compute_dtype(*arrays: jax.Array) -> np.dtype:
+  """float64 if any of `arrays` is float64 (only under jax_enable_x64, where
+  such arrays exist), otherwise float32: the dtype the kernel computes in."""
+  if any(a.dtype == np.float64 for a in arrays):
+    return np.dtype(np.float64)
+  return np.dtype(np.float32)
+
+
+def _kth_smallest_rows(x: jax.Array, k: int) -> jax.Array:
+  """`kth_smallest` of one (rows, n) chunk, bisected in (n, rows) layout."""
+  int_type, passes = _BITS[np.dtype(x.dtype)]
+  bits = lax.bitcast_convert_type(jnp.abs(x), int_type).T  # abs: -0.0 → 0
   lo = jnp.min(bits, axis=0) - 1                 # count(<= lo) < k
   hi = jnp.max(bits, axis=0)                     # count(<= hi) = n >= k
 
@@ -78,40 +98,81 @@ def _sum_smallest_rows(x: jax.Array, k: int, fn) -> jax.Array:
     enough = jnp.sum(bits <= mid, axis=0, dtype=jnp.int32) >= k
     return jnp.where(enough, lo, mid), jnp.where(enough, mid, hi)
 
-  _, hi = lax.fori_loop(0, 31, body, (lo, hi))  # hi - lo < 2^31 halves
-  kth = lax.bitcast_convert_type(hi, jnp.float32)    # exactly the k-th value
+  _, hi = lax.fori_loop(0, passes, body, (lo, hi))  # hi - lo < 2^passes
+  return lax.bitcast_convert_type(hi, x.dtype)       # exactly the k-th value
+
+
+def _sum_smallest_rows(x: jax.Array, k: int, fn) -> jax.Array:
+  """`sum_smallest` for one (rows, n) chunk."""
+  kth = _kth_smallest_rows(x, k)
   below = x < kth[:, None]
   n_below = jnp.sum(below, axis=1, dtype=jnp.int32)
   total = jnp.sum(jnp.where(below, fn(x), 0.0), axis=1)
-  return total + (k - n_below).astype(jnp.float32) * fn(kth)
+  return total + (k - n_below).astype(x.dtype) * fn(kth)
 
 
-def sum_smallest(x: jax.typing.ArrayLike, k: int, fn=lambda v: v) -> jax.Array:
-  """Sum of `fn` over the `k` smallest entries of each row, exactly.
-
-  The k-th smallest value t is found by bisection on the int32 bit patterns
-  (monotone for non-negative floats): at most 31 passes that count entries
-  <= a per-row threshold. Then the sum is `sum(fn(x) for x < t)` plus
-  `fn(t)` once for each of the k places not yet filled, so ties at t are
-  handled exactly.
-
-  Args:
-    x: float32 `(rows, n)` with non-negative entries (+inf allowed), n >= k.
-    k: how many of the smallest entries to sum, `1 <= k <= n`.
-    fn: monotone elementwise function applied before summing (e.g. sqrt).
-
-  Returns:
-    float32 `(rows,)`.
-  """
-  x = jnp.asarray(x, jnp.float32)
+def _by_row_chunks(row_fn, x: jax.typing.ArrayLike, k: int) -> jax.Array:
+  """`row_fn(chunk)` over chunks of `_ROWS_PER_CHUNK` rows of float32 or
+  float64 `x`, after validating `x` and `k`."""
+  x = jnp.asarray(x)
+  x = x.astype(compute_dtype(x))
+  if x.ndim != 2:
+    raise ValueError(f"`x` (shape={x.shape}) must be 2-D (rows, n).")
   rows, n = x.shape
   if not 1 <= k <= n:
     raise ValueError(f"`k` (={k}) must be between 1 and the row length (={n}).")
   chunk = math.gcd(rows, _ROWS_PER_CHUNK)
   if chunk == rows:
-    return _sum_smallest_rows(x, k, fn)
+    return row_fn(x)
   chunks = x.reshape(rows // chunk, chunk, n)
-  return lax.map(lambda c: _sum_smallest_rows(c, k, fn), chunks).reshape(rows)
+  return lax.map(row_fn, chunks).reshape(rows)
+
+
+def kth_smallest(x: jax.typing.ArrayLike, k: int) -> jax.Array:
+  """The `k`-th smallest entry of each row of non-negative `x`, exactly.
+
+  Bisection on the bit patterns of the absolute values, which are ordered
+  as the values for non-negative floats (-0.0 counts as 0.0): int32 for
+  float32, 31 passes; int64 for float64, 63 passes. Each pass counts the
+  entries <= a per-row threshold.
+
+  Args:
+    x: float32 or float64 `(rows, n)` with non-negative entries (+inf
+      allowed); other dtypes are converted to float32.
+    k: the rank, `1 <= k <= n`.
+
+  Returns:
+    `(rows,)` of `x`'s dtype: `np.partition(x, k - 1, axis=1)[:, k - 1]`.
+
+  Raises:
+    ValueError: if `x` is not 2-D or `k` is not in [1, n].
+
+  Examples:
+    >>> kth_smallest(jnp.array([[3.0, 1.0, 2.0, 1.0]]), 3)  # [2.]
+  """
+  return _by_row_chunks(lambda c: _kth_smallest_rows(c, k), x, k)
+
+
+def sum_smallest(x: jax.typing.ArrayLike, k: int, fn=lambda v: v) -> jax.Array:
+  """Sum of `fn` over the `k` smallest entries of each row, exactly.
+
+  The k-th smallest value t is found by `kth_smallest`'s bisection. Then the
+  sum is `sum(fn(x) for x < t)` plus `fn(t)` once for each of the k places
+  not yet filled, so ties at t are handled exactly.
+
+  Args:
+    x: float32 or float64 `(rows, n)` with non-negative entries (+inf
+      allowed), n >= k; other dtypes are converted to float32.
+    k: how many of the smallest entries to sum, `1 <= k <= n`.
+    fn: monotone elementwise function applied before summing (e.g. sqrt).
+
+  Returns:
+    `(rows,)` of `x`'s dtype.
+
+  Raises:
+    ValueError: as `kth_smallest`.
+  """
+  return _by_row_chunks(lambda c: _sum_smallest_rows(c, k, fn), x, k)
 
 
 def _damped_squared(dot, q_norm, c_norm, q_pos, c_pos_y, c_pos_x, c):
@@ -135,10 +196,10 @@ def mean_knn_distance(queries: jax.typing.ArrayLike,
   """Mean of the `k` smallest position-damped patch distances per query.
 
   Args:
-    queries: float32 `(n_q, D)` query patch vectors.
-    query_pos: float32 `(n_q, 2)` query positions (y, x).
-    candidates: float32 `(n_c, D)` candidate patch vectors.
-    candidate_pos: float32 `(n_c, 2)` candidate positions, same units.
+    queries: `(n_q, D)` query patch vectors.
+    query_pos: `(n_q, 2)` query positions (y, x).
+    candidates: `(n_c, D)` candidate patch vectors.
+    candidate_pos: `(n_c, 2)` candidate positions, same units.
     k: number of nearest candidates averaged, `1 <= k <= n_c`.
     c: position damping constant (3 in the paper).
     block_size: queries per block; memory is about
@@ -147,17 +208,21 @@ def mean_knn_distance(queries: jax.typing.ArrayLike,
       `default_group_size(n_c, k)`; 1 means a single `lax.top_k` over all
       candidates. Any value gives the same result.
 
+  Everything is computed in float64 if `queries` or `candidates` is float64
+  (under `jax_enable_x64`), otherwise in float32; positions are converted.
+
   Returns:
-    float32 `(n_q,)`: mean over the `k` smallest `d` for each query.
+    `(n_q,)` of that dtype: mean over the `k` smallest `d` for each query.
 
   Raises:
     ValueError: if `k` is not in [1, n_c], or `block_size` or `group_size`
       is < 1.
   """
-  queries = jnp.asarray(queries, jnp.float32)
-  query_pos = jnp.asarray(query_pos, jnp.float32)
-  candidates = jnp.asarray(candidates, jnp.float32)
-  candidate_pos = jnp.asarray(candidate_pos, jnp.float32)
+  queries, candidates = jnp.asarray(queries), jnp.asarray(candidates)
+  dtype = compute_dtype(queries, candidates)
+  queries, candidates = queries.astype(dtype), candidates.astype(dtype)
+  query_pos = jnp.asarray(query_pos, dtype)
+  candidate_pos = jnp.asarray(candidate_pos, dtype)
   n_q, n_c = queries.shape[0], candidates.shape[0]
   if not 1 <= k <= n_c:
     raise ValueError(

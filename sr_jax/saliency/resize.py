@@ -76,16 +76,18 @@ _KERNELS = {"linear": _triangle, "cubic": _keys_cubic}
 
 
 @functools.lru_cache(maxsize=256)
-def resize_weights(n_in: int, n_out: int, method: str) -> np.ndarray:
-  """The `(n_out, n_in)` float32 matrix resizing one axis (rows sum to 1).
+def resize_weights(n_in: int, n_out: int, method: str,
+                   dtype: np.dtype = np.float32) -> np.ndarray:
+  """The `(n_out, n_in)` matrix resizing one axis (rows sum to 1).
 
   Args:
     n_in: input length.
     n_out: output length.
     method: "linear" or "cubic".
+    dtype: float32 or float64, the dtype of the weights.
 
   Returns:
-    Read-only weights, computed in float64 and rounded to float32.
+    Read-only weights, computed in float64 and rounded to `dtype`.
   """
   if method not in _KERNELS:
     raise ValueError(
@@ -97,28 +99,29 @@ def resize_weights(n_in: int, n_out: int, method: str) -> np.ndarray:
   t = np.abs(centres[:, None] - np.arange(n_in)[None, :]) / stretch
   weights = _KERNELS[method](t)
   weights /= weights.sum(axis=1, keepdims=True)
-  weights = weights.astype(np.float32)
+  weights = weights.astype(dtype)
   weights.flags.writeable = False
   return weights
 
 
 def resize(image: jax.Array, shape: tuple[int, int],
            method: str = "linear") -> jax.Array:
-  """Resizes an HxWxC float32 image to `shape` (see the module docstring).
+  """Resizes an HxWxC float image to `shape` (see the module docstring).
 
   Args:
-    image: float32 array `(H, W, C)`.
+    image: float32 or float64 array `(H, W, C)`.
     shape: output `(height, width)`.
     method: "linear" or "cubic".
 
   Returns:
-    A `(height, width, C)` float32 array; `image` itself when the size does
-    not change.
+    A `(height, width, C)` array of `image`'s dtype (the weights are rounded
+    to it); `image` itself when the size does not change.
   """
   if tuple(image.shape[:2]) == tuple(shape):
     return image
-  rows = resize_weights(image.shape[0], shape[0], method)
-  cols = resize_weights(image.shape[1], shape[1], method)
+  dtype = np.dtype(image.dtype)
+  rows = resize_weights(image.shape[0], shape[0], method, dtype)
+  cols = resize_weights(image.shape[1], shape[1], method, dtype)
   return jnp.einsum("oh,hwc,pw->opc", rows, image, cols,
                     precision=jax.lax.Precision.HIGHEST)
 
