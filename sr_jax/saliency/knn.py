@@ -148,7 +148,8 @@ def kth_smallest(x: jax.typing.ArrayLike, k: int) -> jax.Array:
     ValueError: if `x` is not 2-D or `k` is not in [1, n].
 
   Examples:
-    >>> kth_smallest(jnp.array([[3.0, 1.0, 2.0, 1.0]]), 3)  # [2.]
+    >>> kth_smallest(jnp.array([[3.0, 1.0, 2.0, 1.0]]), 3)
+    Array([2.], dtype=float32)
   """
   return _by_row_chunks(lambda c: _kth_smallest_rows(c, k), x, k)
 
