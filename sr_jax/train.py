@@ -64,6 +64,8 @@ class TrainConfig:
       `steps`.
     weight_decay: AdamW's decoupled weight decay.
     part_loss: weight of the auxiliary part-hue losses (0 turns them off).
+    variant: the dataset's variant, "double" or "single"
+      (`sr_jax.data.synthetic.VARIANTS`).
     train_seed: dataset seed of the training images.
     eval_seed: dataset seed of the held-out test images; must differ.
     eval_count: number of test images.
@@ -79,6 +81,7 @@ class TrainConfig:
   warmup_steps: Optional[int] = None
   weight_decay: float = 1e-4
   part_loss: float = 1.0
+  variant: str = "double"
   train_seed: int = synthetic.TRAIN_SEED
   eval_seed: int = synthetic.EVAL_SEED
   eval_count: int = 2000
@@ -154,7 +157,8 @@ def _prefetch(fn: Callable[..., Any], args: Iterator[tuple]) -> Iterator[Any]:
 
 
 def _batches(seed: int, start: int, count: int, batch_size: int, size: int,
-             *, parts: bool = False) -> Iterator[tuple[np.ndarray, ...]]:
+             *, parts: bool = False, variant: str = "double"
+             ) -> Iterator[tuple[np.ndarray, ...]]:
   """Consecutive batches of samples `start .. start + count - 1` of `seed`.
 
   Each is `(images, labels, masks)`, or with `parts`, `(images, labels,
@@ -162,10 +166,11 @@ def _batches(seed: int, start: int, count: int, batch_size: int, size: int,
   """
 
   def batch(i: int, n: int):
-    images, labels, masks = synthetic.make_batch(seed, i, n, size=size)
+    images, labels, masks = synthetic.make_batch(seed, i, n, size=size,
+                                                 variant=variant)
     if not parts:
       return images, labels, masks
-    return (images, labels, *synthetic.part_hues(seed, i, n))
+    return (images, labels, *synthetic.part_hues(seed, i, n, variant=variant))
 
   return _prefetch(batch, ((i, min(batch_size, start + count - i))
                            for i in range(start, start + count, batch_size)))
@@ -242,7 +247,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
 def evaluate(model: nn.Module, variables: Any, *, arch: str = "demo_vgg",
              seed: int = synthetic.EVAL_SEED, count: int = 2000,
-             size: Optional[int] = None, batch_size: int = 250) -> float:
+             size: Optional[int] = None, batch_size: int = 250,
+             variant: str = "double") -> float:
   """Accuracy of `model` on samples `0 .. count - 1` of dataset `seed`.
 
   Args:
@@ -253,6 +259,7 @@ def evaluate(model: nn.Module, variables: Any, *, arch: str = "demo_vgg",
     count: number of images.
     size: image size; None: the architecture's input size.
     batch_size: images per forward pass.
+    variant: the dataset's variant ("double" or "single").
 
   Returns:
     The fraction of images whose top logit is the true class.
@@ -262,7 +269,7 @@ def evaluate(model: nn.Module, variables: Any, *, arch: str = "demo_vgg",
       model.apply(v, normalise(im, spec.preprocessing)), -1))
   correct = 0
   for images, labels, _ in _batches(seed, 0, count, batch_size,
-                                    size or spec.input_size):
+                                    size or spec.input_size, variant=variant):
     correct += int(np.sum(np.asarray(predict(variables, images)) == labels))
   return correct / count
 
@@ -303,7 +310,7 @@ def _train(config: TrainConfig, log: Callable[[str], None]) -> TrainResult:
   loss = accuracy = float("nan")
   start = tick = time.perf_counter()
   batches = _batches(config.train_seed, 0, config.steps * b, b, config.size,
-                     parts=True)
+                     parts=True, variant=config.variant)
   for t, batch in enumerate(batches, 1):
     params, opt_state, *stats = step_fn(params, opt_state, *batch)
     window.append(stats)
@@ -319,7 +326,8 @@ def _train(config: TrainConfig, log: Callable[[str], None]) -> TrainResult:
   seconds = time.perf_counter() - start
   variables = {"params": params["model"]}
   test = evaluate(model, variables, arch=config.arch, seed=config.eval_seed,
-                  count=config.eval_count, size=config.size)
+                  count=config.eval_count, size=config.size,
+                  variant=config.variant)
   log(f"trained {config.steps} steps in {_duration(seconds)}; test accuracy "
       f"{test:.4f} on {config.eval_count} images of seed {config.eval_seed}")
   return TrainResult(config, model, variables, test, accuracy, loss, seconds)
@@ -362,7 +370,7 @@ def save_weights(result: TrainResult, path: PathLike, *,
   """
   c = result.config
   metadata = {
-      "classes": json.dumps(list(synthetic.CLASS_NAMES)),
+      "classes": json.dumps(list(synthetic.class_names(c.variant))),
       "dataset": "sr_jax.data.synthetic",
       "train_seed": str(c.train_seed),
       "eval_seed": str(c.eval_seed),
