@@ -39,6 +39,7 @@ import sr_jax
 from sr_jax import attribution, metrics
 from sr_jax import sr as sr_lib
 from sr_jax.data import synthetic
+from sr_jax.models import normalize
 
 METRICS = {
     "pointing game": metrics.pointing_game,
@@ -67,7 +68,7 @@ def explain_all(model, variables, images, labels, *, max_side, batch):
   for start in range(0, len(images), batch):
     crops = images[start:start + batch]
     t = jnp.asarray(labels[start:start + batch])
-    x = sr_lib.normalise(crops, arch="demo_vgg")
+    x = normalize(crops, "demo_vgg")
     for comp in COMPOSITES:
       res = sr_lib.explain_crops(
           model, variables, crops, arch="demo_vgg", target=t, composite=comp,
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
   t0 = time.perf_counter()
   model, variables = sr_jax.load_model("demo_vgg")
   images, labels, masks = synthetic.make_batch(args.seed, 0, args.n)
-  logits = model.apply(variables, sr_lib.normalise(images, arch="demo_vgg"))
+  logits = model.apply(variables, normalize(images, "demo_vgg"))
   accuracy = float((np.asarray(logits).argmax(-1) == labels).mean())
   maps = explain_all(model, variables, images, labels,
                      max_side=images.shape[1], batch=args.batch)
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
                for name, r in rows.items()},
   }
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  sr_jax.io.atomic_write(args.out, json.dumps(result, indent=2).encode())
+  sr_jax.files.atomic_write(args.out, json.dumps(result, indent=2).encode())
   print(f"wrote {args.out}")
   return 0
 

@@ -51,7 +51,7 @@ from absl import app, flags
 from skimage import data
 
 import sr_jax
-from sr_jax import io
+from sr_jax import files
 from sr_jax.data import synthetic
 
 from _common import timed  # benchmarks/ is on sys.path
@@ -120,7 +120,7 @@ def _reference(path: str) -> None:
   """Entry point of the CPU subprocess: the maps of `_maps`, as an .npz."""
   cfg = _config()
   model, variables, checksum = _on_cpu_model(cfg["arch"])
-  io.save_npz(path, checksum=np.float64(checksum),
+  files.save_npz(path, checksum=np.float64(checksum),
               **_maps(model, variables, cfg))
 
 
@@ -292,7 +292,7 @@ def _table(report: dict) -> str:
 def _write(report: dict) -> None:
   path = pathlib.Path(FLAGS.json)
   path.parent.mkdir(parents=True, exist_ok=True)
-  io.atomic_write(path, (json.dumps(report, indent=1) + "\n").encode())
+  files.atomic_write(path, (json.dumps(report, indent=1) + "\n").encode())
 
 
 def _machine() -> dict[str, Any]:

@@ -38,7 +38,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 from _common import run_json_worker, vmhwm_mib  # benchmarks/ is on sys.path
 # glibc settings that keep freed memory for reuse (see
-# sr_jax/models/allocator.py, which applies them on import of sr_jax).
+# sr_jax/runtime.py, which applies them on import of sr_jax).
 MALLOC_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0",
               "MALLOC_TRIM_THRESHOLD_": "-1"}
 # Variants: framework, environment, how parameters reach jit, XLA flags.

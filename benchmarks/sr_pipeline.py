@@ -3,7 +3,7 @@
   python benchmarks/sr_pipeline.py --reps=3
 
 Times one image through the pipeline, stage by stage (after a warm-up call
-that compiles everything): preprocess (resize, crop, normalise), LRP
+that compiles everything): preprocess (resize, crop, normalize), LRP
 (`sr_paper` composite, with the relevance image), context-aware saliency of
 the relevance image (the SR map), saliency of the image, and the pictures
 (Canny edges and the panel). Then times the batch runner (`sr_jax.runner.run`)
@@ -31,7 +31,7 @@ from absl import app, flags
 from PIL import Image
 
 import sr_jax
-from sr_jax import io, runner, sr, viz
+from sr_jax import files, runner, sr, viz
 from sr_jax.data import synthetic
 
 FLAGS = flags.FLAGS
@@ -64,7 +64,7 @@ def single_image(model, variables, image) -> dict[str, float]:
   [result] = sr.explain_crops(model, variables, crop[None], arch=FLAGS.model,
                               saliency_options=_options(), timings=timings)
   t = time.perf_counter()
-  viz.panel(result.image, result, labels=sr_jax.imagenet_classes())
+  viz.panel(result.image, result, class_names=sr_jax.imagenet_classes())
   timings["panel"] = time.perf_counter() - t
   whole = time.perf_counter() - start
   return {"preprocess": timings["prepare"] + timings["preprocess"],
@@ -134,7 +134,7 @@ def main(argv) -> None:
           f"per device on {b['num_devices']}: "
           f"{b['images_per_s']:.3f} images/s ({b['seconds']:.1f} s)")
   Path(FLAGS.json).parent.mkdir(parents=True, exist_ok=True)
-  io.atomic_write(FLAGS.json, (json.dumps(report, indent=1) + "\n").encode())
+  files.atomic_write(FLAGS.json, (json.dumps(report, indent=1) + "\n").encode())
   print(f"wrote {FLAGS.json}")
 
 

@@ -149,7 +149,7 @@ def main() -> None:
              "max_abs_error_per_image": rows, "seconds": seconds}
   path = pathlib.Path(args.json)
   path.parent.mkdir(parents=True, exist_ok=True)
-  sr_jax.io.atomic_write(path, (json.dumps(payload, indent=1) + "\n").encode())
+  sr_jax.files.atomic_write(path, (json.dumps(payload, indent=1) + "\n").encode())
   print(f"wrote {path}")
 
 

@@ -1,7 +1,7 @@
 """docs/segmentation.png: synthetic images, gradient saliency, GrabCut masks."""
 import jax, numpy as np
 import sr_jax
-from sr_jax import io, viz
+from sr_jax import files, viz
 from sr_jax.core.models import as_function
 from sr_jax.data import synthetic
 from sr_jax.interpret import segment
@@ -20,4 +20,4 @@ for i in range(4):
   rows.append([(["input", synthetic.CLASS_NAMES[label]], image),
                (["gradient saliency", ""], viz.heat(saliency, normalize=True)),
                (["GrabCut mask", f"IoU {iou:.2f} (parts)"], shown)])
-io.save_png("docs/segmentation.png", viz._grid(rows, box=128, title=None))
+files.save_png("docs/segmentation.png", viz._grid(rows, box=128, title=None))

@@ -3,14 +3,15 @@
 The curated public API; see README.md for a tour.
 """
 
-# Before anything creates a JAX array: XLA flags only act before JAX starts.
+# The one import-time hook, before anything imports JAX or creates an array:
+# glibc's malloc settings and XLA's flags only act before JAX starts.
 from sr_jax import runtime as _runtime
 
 _runtime.tune_from_env()
 
 # pylint: disable=wrong-import-position
 from sr_jax import attribution
-from sr_jax import io
+from sr_jax import files
 from sr_jax import lrp
 from sr_jax import metrics
 from sr_jax import models
@@ -27,8 +28,8 @@ __version__ = "0.1.0"
 __all__ = [
     "SRResult",
     "attribution",
+    "files",
     "imagenet_classes",
-    "io",
     "load_model",
     "lrp",
     "metrics",
@@ -41,3 +42,10 @@ __all__ = [
     "viz",
     "weights",
 ]
+
+
+def __getattr__(name: str):
+  if name == "io":  # the deprecated old name of `files`: warns on import
+    import sr_jax.io  # pylint: disable=import-outside-toplevel
+    return sr_jax.io
+  raise AttributeError(f"module 'sr_jax' has no attribute {name!r}")

@@ -12,9 +12,10 @@ models.loading -> weights -> archs <- models.registry.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import flax.linen as nn
+import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -37,6 +38,19 @@ class Preprocessing:
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
+
+  def pixel_range(self) -> tuple[np.ndarray, np.ndarray]:
+    """`(low, high)`: float64 arrays, one value per channel, that pixels 0
+    and 255 take after `(x * scale - mean) / std`.
+
+    Examples:
+      >>> p = Preprocessing(mean=(0.5,) * 3, std=(0.5,) * 3)
+      >>> [v.tolist() for v in p.pixel_range()]
+      [[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]
+    """
+    mean = np.asarray(self.mean, np.float64)
+    std = np.asarray(self.std, np.float64)
+    return (0.0 * self.scale - mean) / std, (255.0 * self.scale - mean) / std
 
 
 def dotted_to_underscored(module: str) -> str:
@@ -87,3 +101,11 @@ def get_arch(name: str) -> ArchSpec:
         f"Unknown architecture `arch` (={name!r}); known architectures: "
         f"{', '.join(sorted(ARCHS))}.")
   return ARCHS[name]
+
+
+def preprocessing_of(arch: Union[str, Preprocessing]) -> Preprocessing:
+  """`arch` itself when it is a `Preprocessing`, else the preprocessing of
+  the architecture called `arch` (a ValueError lists the known names)."""
+  if isinstance(arch, Preprocessing):
+    return arch
+  return get_arch(arch).preprocessing

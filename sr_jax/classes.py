@@ -6,6 +6,8 @@ import functools
 from importlib import resources
 from typing import Optional, Sequence
 
+from sr_jax import _deprecation
+
 
 @functools.lru_cache(maxsize=None)
 def imagenet_classes() -> tuple[str, ...]:
@@ -20,9 +22,16 @@ def imagenet_classes() -> tuple[str, ...]:
   return names
 
 
-def label(index: int, names: Optional[Sequence[str]] = None) -> str:
-  """`"282 tiger cat"` for index 282 with ImageNet names; `"282"` without."""
+def label(index: int, class_names: Optional[Sequence[str]] = None, *,
+          names: Optional[Sequence[str]] = None) -> str:
+  """`"282 tiger cat"` for index 282 with ImageNet names; `"282"` without.
+
+  `names=` is the deprecated old keyword of `class_names`.
+  """
+  class_names = _deprecation.renamed_keyword(
+      class_names, names, old="names", new="class_names",
+      where="sr_jax.classes.label")
   index = int(index)
-  if names is not None and 0 <= index < len(names):
-    return f"{index} {names[index]}"
+  if class_names is not None and 0 <= index < len(class_names):
+    return f"{index} {class_names[index]}"
   return str(index)

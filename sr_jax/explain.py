@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from sr_jax import io, runner, sr
+from sr_jax import files, runner, sr
 from sr_jax.classes import label
 from sr_jax.data import synthetic
 
@@ -66,7 +66,7 @@ def load_input(image: PathLike, *, sample_index: int = 0
   if os.fspath(image) == SAMPLE:
     pixels, truth, _ = synthetic.sample(synthetic.SAMPLE_SEED, sample_index)
     return pixels, f"{SAMPLE}{sample_index}", truth
-  return io.load_image(image), Path(image).name, None
+  return files.load_image(image), Path(image).name, None
 
 
 def default_model(image: PathLike, model: Optional[str] = None) -> str:

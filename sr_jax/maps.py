@@ -106,7 +106,7 @@ def lrp_map(relevance: jax.typing.ArrayLike) -> np.ndarray:
 
   Args:
     relevance: signed relevance, HxWxC (channels are reduced by summing their
-      absolute values) or HxW (taken as it is, then normalised).
+      absolute values) or HxW (taken as it is, then normalized).
 
   Returns:
     float64 HxW array in [0, 1] (all zeros for a constant map).

@@ -1,4 +1,10 @@
-"""XLA:CPU settings that sr_jax applies when it is imported before JAX starts.
+"""The process settings sr_jax applies when it is imported, before JAX starts.
+
+`tune_from_env`, called first thing by `sr_jax/__init__.py` (the one
+import-time hook), applies both kinds: glibc's malloc settings
+(`tune_malloc_from_env`) and XLA:CPU's flags (`tune_xla_from_env`).
+
+XLA:CPU flags:
 
 * **No YNNPACK fusions** (`--xla_cpu_experimental_ynn_fusion_type=` empty).
   XLA:CPU hands some elementwise and small dot fusions to YNNPACK on a
@@ -25,16 +31,35 @@
   whose concurrent results differ; `SR_JAX_CPU_DEVICES=1` is the way out.
 
 Both only change `XLA_FLAGS`, so they only work before JAX creates its
-backends (the first array or computation). `sr_jax` calls `tune_from_env`
-first thing on import; if JAX already started, or `$SR_JAX_TUNE_XLA` is "0",
-nothing changes. A flag the user already put in `XLA_FLAGS` is kept as it is.
-On a GPU or TPU host the CPU devices are not the default devices, so
-nothing visible changes there.
+backends (the first array or computation); if JAX already started, or
+`$SR_JAX_TUNE_XLA` is "0", nothing changes. A flag the user already put in
+`XLA_FLAGS` is kept as it is. On a GPU or TPU host the CPU devices are not
+the default devices, so nothing visible changes there. `status()` says what
+was applied.
+
+glibc malloc settings, which keep big XLA buffers in the process for reuse:
+XLA:CPU allocates each execution's temporaries afresh (with `malloc`). glibc
+serves blocks over its mmap threshold (at most 32 MiB), and every block in a
+worker thread's arena that outgrows the arena, with a fresh `mmap`, and gives
+it back with `munmap` when freed. So every forward pass of a large model at a
+large batch (VGG-16 at batch 8: ~180k pages) touches brand-new pages, and in
+a virtual machine a first touch is expensive (about 4.6 us per 4 KiB page
+measured here, against 0.03 us for reused memory): the cause of VGG-16 at
+batch 8 being slower per image than at batch 1 (see benchmarks/README.md).
+`keep_freed_memory` makes glibc take all memory from one heap and never hand
+it back, so freed buffers are reused as they are. The price is that the
+process's resident memory stays at its high-water mark. It must run before
+JAX starts its thread pool (threads keep the arena they started with); it is
+skipped when `$SR_JAX_TUNE_MALLOC` is "0" or the user already set glibc's own
+`MALLOC_*` or `GLIBC_TUNABLES` variables. `malloc_is_tuned()` says whether
+it was applied.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 
 ENV = "SR_JAX_TUNE_XLA"
 DEVICES_ENV = "SR_JAX_CPU_DEVICES"
@@ -44,6 +69,30 @@ MAX_CPU_DEVICES = 8
 _DEVICE_FLAG = "--xla_force_host_platform_device_count"
 _YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 _state: dict[str, object] = {"applied": (), "reason": "not attempted"}
+
+MALLOC_ENV = "SR_JAX_TUNE_MALLOC"
+# mallopt parameter numbers from glibc's <malloc.h>.
+M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
+_MALLOC_USER_ENV = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_",
+                    "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                    "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+_malloc_state = {"tuned": False}
+
+
+def tune_from_env() -> tuple:
+  """The import-time hook: `tune_malloc_from_env()`, then `tune_xla_from_env()`.
+
+  `sr_jax` calls it first thing on import, before JAX is imported; once
+  JAX has started, a second call adds no XLA flags.
+
+  Returns:
+    The XLA flags added (see `tune_xla_from_env`).
+
+  Raises:
+    ValueError: if `$SR_JAX_CPU_DEVICES` is set but not an int >= 1.
+  """
+  tune_malloc_from_env()
+  return tune_xla_from_env()
 
 
 def available_cores() -> int:
@@ -118,7 +167,7 @@ def _devices_from_env() -> int | None:
   return devices
 
 
-def tune_from_env() -> tuple:
+def tune_xla_from_env() -> tuple:
   """`configure_cpu($SR_JAX_CPU_DEVICES)` unless `$SR_JAX_TUNE_XLA` is "0".
 
   Raises:
@@ -131,5 +180,45 @@ def tune_from_env() -> tuple:
 
 
 def status() -> dict:
-  """What `tune_from_env` did in this process: flags added, and why."""
+  """What `tune_xla_from_env` did in this process: flags added, and why."""
   return dict(_state)
+
+
+def keep_freed_memory() -> bool:
+  """Sets glibc's malloc to one arena, no mmap and no trimming.
+
+  Equivalent to starting the process with `MALLOC_ARENA_MAX=1
+  MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1`.
+
+  Returns:
+    True if the settings were applied (Linux with glibc), else False.
+  """
+  if not sys.platform.startswith("linux"):
+    return False
+  try:
+    libc = ctypes.CDLL(None)
+    mallopt = libc.mallopt
+  except (OSError, AttributeError):
+    return False
+  mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+  ok = all(mallopt(param, value) == 1 for param, value in (
+      (M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)))
+  _malloc_state["tuned"] = ok
+  return ok
+
+
+def tune_malloc_from_env() -> bool:
+  """`keep_freed_memory()` unless `$SR_JAX_TUNE_MALLOC=0` or glibc is set up.
+
+  Returns:
+    Whether the settings were applied.
+  """
+  if os.environ.get(MALLOC_ENV, "1") == "0" or any(
+      k in os.environ for k in _MALLOC_USER_ENV):
+    return False
+  return keep_freed_memory()
+
+
+def malloc_is_tuned() -> bool:
+  """Whether this process runs with `keep_freed_memory`'s settings."""
+  return _malloc_state["tuned"]

@@ -27,14 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sr_jax import attribution, lrp, maps, saliency
+from sr_jax import _deprecation, attribution, lrp, maps, saliency
 from sr_jax import weights as weights_lib
 from sr_jax.core import backward as core
 from sr_jax.core.models import as_function
 from sr_jax.image_ops import canny
 from sr_jax.classes import imagenet_classes, label
-from sr_jax.models.preprocess import (as_rgb_uint8, preprocess,
-                                      resize_center_crop)
+# `prepare` (the crop a model sees) is part of this module's API.
+from sr_jax.models.preprocess import as_rgb_uint8, normalize, prepare
 from sr_jax.models.registry import get_arch
 
 RELEVANCE_IMAGES = ("abs_rgb", "sum_abs", "positive")
@@ -50,7 +50,7 @@ class SRResult:
 
   Attributes:
     image: uint8 HxWx3, the crop the model saw (resized and cropped, not
-      normalised).
+      normalized).
     logits: float32 (C,), the model's output.
     target: the explained class.
     probability: softmax probability of `target`.
@@ -238,20 +238,8 @@ def relevance_to_image(relevance: jax.typing.ArrayLike,
   return maps.minmax(img, axis=axes)
 
 
-def prepare(image: np.ndarray, *, arch: str) -> np.ndarray:
-  """The uint8 HxWx3 crop that architecture `arch` sees (not normalised)."""
-  spec = get_arch(arch).preprocessing
-  image = as_rgb_uint8(image)
-  if spec.resize is not None:
-    image = resize_center_crop(image, spec.resize, spec.crop or spec.resize)
-  return image
-
-
-def normalise(crops: np.ndarray, *, arch: str) -> jax.Array:
-  """float32 NxHxWx3 model input for a uint8 stack of `prepare`d crops."""
-  spec = dataclasses.replace(get_arch(arch).preprocessing, resize=None,
-                             crop=None)
-  return jnp.concatenate([preprocess(c, spec) for c in crops])
+# Deprecated: `normalize` is `sr_jax.models.preprocess.normalize`.
+normalise = _deprecation.alias(normalize, "sr_jax.sr.normalise")
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "config"))
@@ -332,7 +320,7 @@ def explain_crops(
   Args:
     model, variables: the classifier, e.g. from `sr_jax.load_model`.
     crops: uint8 NxHxWx3, all the same size.
-    arch: architecture name, for the normalisation.
+    arch: architecture name, for the normalization.
     target: None (each image's top class), a class index, or one per image.
     config: an `SRConfig`; or give its fields as keyword `options` (method,
       method_options, composite, relevance_image, with_image_saliency,
@@ -352,7 +340,7 @@ def explain_crops(
   crops = np.stack([as_rgb_uint8(c, name="crops[i]") for c in crops])
   opts = saliency_options_for(crops.shape[1:3], config.saliency())
   t = core.target_array(target, len(crops), get_arch(arch).num_classes)
-  x = normalise(crops, arch=arch)
+  x = normalize(crops, arch)
   pixels = jnp.asarray(crops)
   if mesh is not None:
     batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
@@ -468,7 +456,7 @@ def sr_map(
   crop = prepare(image, arch=arch)
   t = core.target_array(target, 1, get_arch(arch).num_classes)
   r, logits, rel_img = attribute(model, variables,
-                                 normalise(crop[None], arch=arch), t, config)
+                                 normalize(crop[None], arch), t, config)
   saliency_options = saliency_options_for(crop.shape, config.saliency())
   sr = saliency.context_aware(rel_img[0], **saliency_options)
   sal = (saliency.context_aware(crop, **saliency_options)
@@ -502,12 +490,18 @@ def class_names(arch: str, weights: Optional[str] = None
 
 
 def top_predictions(logits: jax.typing.ArrayLike, k: int = 5,
+                    class_names: Optional[Sequence[str]] = None, *,
                     names: Optional[Sequence[str]] = None
                     ) -> list[tuple[int, str, float]]:
   """The `k` most probable classes as (index, label, probability).
 
-  `label` is "282 tiger cat" with names, "282" without (`sr_jax.classes.label`).
+  `label` is "282 tiger cat" with `class_names`, "282" without
+  (`sr_jax.classes.label`). `names=` is the deprecated old keyword of
+  `class_names`.
   """
+  class_names = _deprecation.renamed_keyword(
+      class_names, names, old="names", new="class_names",
+      where="sr_jax.sr.top_predictions")
   prob = _softmax(np.reshape(logits, -1))
   order = np.argsort(-prob, kind="stable")[:k]
-  return [(int(i), label(i, names), float(prob[i])) for i in order]
+  return [(int(i), label(i, class_names), float(prob[i])) for i in order]

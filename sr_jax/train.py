@@ -42,10 +42,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sr_jax import io as sr_io
+from sr_jax import _deprecation, files
 from sr_jax import weights as weights_lib
 from sr_jax.data import synthetic
 from sr_jax.models import registry
+from sr_jax.models.preprocess import normalize
 import sr_jax.models.small  # pylint: disable=unused-import  # registers demo_vgg
 
 PathLike = Union[str, os.PathLike]
@@ -137,10 +138,11 @@ class TrainResult:
 
 def normalise(images: jax.typing.ArrayLike,
               preprocessing: registry.Preprocessing) -> jax.Array:
-  """uint8 NHWC images as the model's float32 input (scale, mean, std)."""
-  x = jnp.asarray(images).astype(jnp.float32) * np.float32(preprocessing.scale)
-  return ((x - np.asarray(preprocessing.mean, np.float32))
-          / np.asarray(preprocessing.std, np.float32))
+  """Deprecated: `sr_jax.models.preprocess.normalize(images, preprocessing)`,
+  the inference preprocessing's arithmetic, which training uses."""
+  _deprecation.warn("`sr_jax.train.normalise`",
+                    "`sr_jax.models.preprocess.normalize`")
+  return normalize(images, preprocessing)
 
 
 def _prefetch(fn: Callable[..., Any], args: Iterator[tuple]) -> Iterator[Any]:
@@ -234,7 +236,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
   @jax.jit
   def step(params, opt_state, images, labels, petal, centre):
-    x = normalise(images, preprocessing)
+    x = normalize(images, preprocessing)
     grads, (loss, parts, logits) = jax.grad(loss_fn, has_aux=True)(
         params, x, labels, petal, centre)
     updates, opt_state = tx.update(grads, opt_state, params)
@@ -266,7 +268,7 @@ def evaluate(model: nn.Module, variables: Any, *, arch: str = "demo_vgg",
   """
   spec = registry.get_arch(arch)
   predict = jax.jit(lambda v, im: jnp.argmax(
-      model.apply(v, normalise(im, spec.preprocessing)), -1))
+      model.apply(v, normalize(im, spec.preprocessing)), -1))
   correct = 0
   for images, labels, _ in _batches(seed, 0, count, batch_size,
                                     size or spec.input_size, variant=variant):
@@ -347,7 +349,7 @@ def update_manifest(path: PathLike) -> str:
   lines = manifest.read_text().splitlines() if manifest.exists() else []
   lines = [ln for ln in lines if ln.split("  ", 1)[-1] != path.name]
   lines.append(f"{digest}  {path.name}")
-  sr_io.atomic_write(manifest, ("\n".join(lines) + "\n").encode())
+  files.atomic_write(manifest, ("\n".join(lines) + "\n").encode())
   return digest
 
 

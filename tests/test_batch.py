@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sr_jax import io, metrics, runner, sr, viz
+from sr_jax import files, metrics, runner, sr, viz
 from sr_jax.runner import journal
 from tests.test_sr import assert_maps_close
 
@@ -99,7 +99,7 @@ def check_complete(inp, out, good, bad=()):
   by_name = {r["file"]: r for r in records}
   for name in good:
     assert by_name[name]["status"] == "ok"
-    image = io.load_image(inp / name)
+    image = files.load_image(inp / name)
     [want] = fake_explain(image[None], {})
     with np.load(out / f"{name}.npz", allow_pickle=False) as z:
       for key, value in want.arrays().items():
@@ -131,7 +131,7 @@ def test_run_writes_outputs_and_records(tmp_path):
   ratios = []
   for name in good:
     rec = by_name[name]
-    [want] = fake_explain(io.load_image(inp / name)[None], {})
+    [want] = fake_explain(files.load_image(inp / name)[None], {})
     s = metrics.ssim_ratio(want.relevance, want.sr, want.image_saliency)
     np.testing.assert_allclose(
         [rec["ssim"]["ssim_lrp"], rec["ssim"]["ssim_sr"], rec["ssim"]["ratio"]],
@@ -224,7 +224,7 @@ def test_killed_at_every_step_then_rerun_is_exactly_once(tmp_path, monkeypatch):
   good = write_images(inp, [16] * 3)
   bad = {"text.jpg": None}
   (inp / "text.jpg").write_text("no", encoding="utf-8")
-  real_write, real_commit = io.atomic_write, journal.Writer.commit
+  real_write, real_commit = files.atomic_write, journal.Writer.commit
   ops = itertools.count()
   crash = {"at": -1}
 
@@ -253,7 +253,7 @@ def test_killed_at_every_step_then_rerun_is_exactly_once(tmp_path, monkeypatch):
     if after:
       raise Killed
 
-  monkeypatch.setattr(io, "atomic_write", atomic_write)
+  monkeypatch.setattr(files, "atomic_write", atomic_write)
   monkeypatch.setattr(journal.Writer, "commit", commit)
 
   def go(out):

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sr_jax import attribution, evaluation, metrics
-from sr_jax import io as sr_io
+from sr_jax import attribution, evaluation, files, metrics
 from sr_jax.data import synthetic
 from sr_jax.evaluation import aggregate, data as data_lib, run as run_lib
+from sr_jax.models.loading import load_model
+from sr_jax.models.preprocess import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 SINGLE = ROOT / "weights" / "demo_vgg_single.safetensors"
@@ -150,8 +151,8 @@ def test_the_real_model_path_with_a_folder_of_images_and_masks(tmp_path):
   (tmp_path / "img").mkdir()
   (tmp_path / "msk").mkdir()
   for i, (im, m) in enumerate(zip(images, masks)):
-    sr_io.save_png(tmp_path / "img" / f"f{i}.png", im)
-    sr_io.save_png(tmp_path / "msk" / f"f{i}.png",
+    files.save_png(tmp_path / "img" / f"f{i}.png", im)
+    files.save_png(tmp_path / "msk" / f"f{i}.png",
                    m.astype(np.uint8) * 255)
   out = tmp_path / "out"
   summary = evaluation.evaluate(
@@ -175,14 +176,14 @@ def test_folder_masks_follow_the_crop_of_a_resizing_architecture(tmp_path):
   image = np.zeros((300, 400, 3), np.uint8)
   image[100:200, 150:260] = 255
   mask = image[..., 0] > 0
-  sr_io.save_png(tmp_path / "a.png", image)
+  files.save_png(tmp_path / "a.png", image)
   (tmp_path / "m").mkdir()
-  sr_io.save_png(tmp_path / "m" / "a.png", mask.astype(np.uint8) * 255)
+  files.save_png(tmp_path / "m" / "a.png", mask.astype(np.uint8) * 255)
   data = data_lib.folder_set(tmp_path / "a.png", tmp_path / "m", arch="vgg16")
   assert data.images.shape == (1, 224, 224, 3)
   bright = data.images[0, ..., 0] > 127
   assert np.mean(bright != data.masks[0]) < 0.005
-  sr_io.save_png(tmp_path / "b.png", image)
+  files.save_png(tmp_path / "b.png", image)
   with pytest.raises(ValueError, match="has no mask named b.png"):
     data_lib.folder_set(tmp_path / "b.png", tmp_path / "m", arch="vgg16")
 
@@ -205,6 +206,32 @@ def test_methods_are_picked_up_by_name_and_missing_ones_skipped(monkeypatch):
   assert "smooth:integrated_gradients" not in everything
   with pytest.raises(ValueError, match="leaves no method that can run"):
     evaluation.resolve("nope", seed=0)
+
+
+def test_deep_shap_gets_a_training_background_and_differs_from_deeplift():
+  # Without a background Deep SHAP's baseline is the zero input, exactly
+  # DeepLIFT's; the run binds training images (never the held-out seed).
+  bg = run_lib.deepshap_background("demo_vgg_tiny", count=4)
+  assert bg.shape == (4, 32, 32, 3) and bg.dtype == np.float32
+  images, _, _ = synthetic.make_batch(synthetic.TRAIN_SEED, 0, 4, size=32)
+  np.testing.assert_array_equal(bg, _tiny_input(images))
+  got = {v.name: v for v in evaluation.resolve(
+      "deeplift,deepshap,meta:deepshap", seed=0, background=bg)}
+  assert got["deeplift"].background == 0
+  assert got["deepshap"].background == got["meta:deepshap"].background == 4
+  assert got["deepshap"].describe()["background_images"] == 4
+  model, variables = load_model("demo_vgg_tiny", None)
+  x = _tiny_input(synthetic.make_batch(7, 0, 2, size=32)[0])
+  a = np.asarray(got["deeplift"].fn(model, variables, x, target=0))
+  b = np.asarray(got["deepshap"].fn(model, variables, x, target=0))
+  c = np.asarray(attribution.get_method("deepshap")(
+      model, variables, x, target=0, background=bg))
+  np.testing.assert_allclose(b, c, rtol=1e-6, atol=1e-7)
+  assert np.abs(a - b).max() > 1e-3 * np.abs(a).max()
+
+
+def _tiny_input(images):
+  return np.asarray(normalize(images, "demo_vgg_tiny"))
 
 
 def test_pointing_class_mean_and_its_interval():

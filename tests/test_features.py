@@ -25,9 +25,8 @@ from sr_jax.interpret import features as F
 from sr_jax.interpret import feature_explanations as E
 from sr_jax.interpret import lasso
 from sr_jax.interpret import receptive_fields as R
-from sr_jax.models import load_model
+from sr_jax.models import load_model, normalize
 from sr_jax.models.small import DEMO_CFG
-from sr_jax.sr import normalise
 
 REPO = Path(__file__).resolve().parents[1]
 C = 4  # classes of the small function model
@@ -377,7 +376,7 @@ def closed_form_fields():
 def demo():
   model, variables = load_model("demo_vgg")
   images, labels, _ = synthetic.make_batch(synthetic.TRAIN_SEED, 0, 400)
-  x = normalise(images, arch="demo_vgg")
+  x = normalize(images, "demo_vgg")
   feats, peaks = F.features(model, variables, x, peaks=True, progress=False)
   fitted = F.fit(model, variables, x, labels, mu=5.0, precomputed=feats)
   fields = R.receptive_fields(model, variables, (64, 64, 3))
@@ -397,7 +396,7 @@ def test_selected_features_respond_inside_the_part_masks(demo):
   # class selects.
   model, variables, *_, fitted, _ = demo
   images, labels, masks = synthetic.make_batch(synthetic.EVAL_SEED, 0, 200)
-  x = normalise(images, arch="demo_vgg")
+  x = normalize(images, "demo_vgg")
   taps = F.taps_for(model, variables, x)
   fn, params = as_function(model, variables)
   _, acts = evaluate(model_graph(fn, params, x), params, x,
@@ -445,7 +444,7 @@ def test_average_visualisations_and_explanations_of_the_demo_model(demo):
           v.sources, np.argsort(-np.asarray(feats)[:, v.index],
                                 kind="stable")[:4])
   shown, _, masks = synthetic.make_batch(synthetic.SAMPLE_SEED, 0, 4)
-  m = np.asarray(E.explain(model, variables, normalise(shown, arch="demo_vgg"),
+  m = np.asarray(E.explain(model, variables, normalize(shown, "demo_vgg"),
                            fitted=fitted))[..., 0]
   assert m.shape == (4, 64, 64) and np.all(np.isfinite(m))
   inside = np.mean([m[i][masks[i]].mean() for i in range(4)])

@@ -129,9 +129,13 @@ def test_the_checker_finds_a_cycle():
 
 @pytest.mark.parametrize("edge", [("sr_jax.core.graph", "sr_jax.lrp"),
                                   ("sr_jax.models.registry",
-                                   "sr_jax.weights")])
+                                   "sr_jax.weights"),
+                                  ("sr_jax.lrp", "sr_jax.models"),
+                                  ("sr_jax.runtime", "sr_jax.models")])
 def test_core_does_not_import_edges(edge):
-  """The core does not reach out to LRP; the registry not to weights."""
+  """The core does not reach out to LRP; the registry not to weights; LRP
+  not to the models (an arch's preprocessing comes from `sr_jax.archs`);
+  the import-time settings not to the models."""
   src, dst = edge
   graph = import_graph()
   seen, todo = set(), [src]

@@ -224,7 +224,7 @@ def test_demo_model_recognises_its_class_models():
     (dict(clip=(1.0, 0.0)), r"`clip` bounds"),
     (dict(clip="yes"), r"`clip` \(='yes'\)"),
     (dict(preprocessing=Preprocessing(mean=(0.5,), std=(1.0,))),
-     r"has 3 channels but `preprocessing` normalises 1"),
+     r"has 3 channels but `preprocessing` normalizes 1"),
     (dict(learning_rate=100.0, l2=1.0), r"diverged"),
 ])
 def test_class_model_errors(rng, kwargs, message):

@@ -110,14 +110,14 @@ def _captum_gamma_with_bias(g):
   """Captum's GammaRule keeping the bias: w + g w+, bias unmodified."""
   term = rules.Term(param_modifier=rules.map_params(
       lambda w: w + g * jnp.maximum(w, 0), lambda b: b))
-  return rules.Rule((term,), rules.normalise(1e-9), rules.input_times_grad)
+  return rules.Rule((term,), rules.normalize(1e-9), rules.input_times_grad)
 
 
 def _captum_alpha1_beta0_with_bias():
   """Captum's Alpha1_Beta0_Rule keeping the bias: x * w+ plus the signed b."""
   term = rules.Term(param_modifier=rules.map_params(
       lambda w: jnp.maximum(w, 0), lambda b: b))
-  return rules.Rule((term,), rules.normalise(1e-9), rules.input_times_grad)
+  return rules.Rule((term,), rules.normalize(1e-9), rules.input_times_grad)
 
 
 EPS = 0.25

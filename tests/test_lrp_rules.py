@@ -327,7 +327,7 @@ def test_rules_compare_by_value():
       "gamma(0.5, 1e-06, generalised=False, zero_bias=True)")
   assert repr(rules.zbox(-2.1, [2.2, 2.4])) == (
       "zbox((-2.1,), (2.2, 2.4), 1e-06, zero_bias=True)")
-  custom = rules.Rule((rules.Term(),), rules.normalise(0.1),
+  custom = rules.Rule((rules.Term(),), rules.normalize(0.1),
                       rules.input_times_grad)
   assert custom != rules.epsilon(0.1) and custom == custom
 
@@ -361,3 +361,21 @@ def test_stabiliser_sign_of_zero_is_plus_and_zero_over_zero_is_zero():
   got, _ = _ours(rules.zero(), dense, jnp.zeros((1, 3)),
                  {"kernel": jnp.ones((3, 2))}, np.ones((1, 2)))
   np.testing.assert_array_equal(got, np.zeros((1, 3)))
+
+
+def test_keep_gradient_and_the_deprecated_old_names():
+  from sr_jax import lrp  # pylint: disable=import-outside-toplevel
+  assert repr(rules.keep_gradient()) == "keep_gradient()"
+  assert rules.keep_gradient() == rules.KeepGradient()
+  assert rules.Gradient is rules.KeepGradient
+  for old in (rules.gradient, lrp.gradient):
+    with pytest.warns(DeprecationWarning, match=r"`sr_jax\.lrp\.rules\."
+                      r"gradient` is deprecated; use `sr_jax\.lrp\.rules\."
+                      r"keep_gradient`"):
+      assert old() == rules.keep_gradient()
+  with pytest.warns(DeprecationWarning, match=r"rules\.normalise` is "
+                    r"deprecated; use `sr_jax\.lrp\.rules\.normalize`"):
+    mapper = rules.normalise(0.1)
+  r, outputs = jnp.array([1.0, 2.0]), (jnp.array([2.0, 4.0]),)
+  np.testing.assert_array_equal(mapper(r, outputs)[0],
+                                rules.normalize(0.1)(r, outputs)[0])

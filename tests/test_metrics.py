@@ -149,7 +149,7 @@ def test_ssim_ratio_identical_maps_give_one(rng):
 
 
 def test_ssim_ratio_constant_maps_are_finite(rng):
-  # Constant maps normalise to zeros; SSIM(zeros, zeros) is exactly 1.
+  # Constant maps normalize to zeros; SSIM(zeros, zeros) is exactly 1.
   out = metrics.ssim_ratio(np.zeros((9, 9, 3)), np.full((9, 9), 0.3),
                            np.full((9, 9), 0.7))
   assert out == (pytest.approx(1.0), pytest.approx(1.0), pytest.approx(1.0))

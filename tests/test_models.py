@@ -389,7 +389,7 @@ def test_unknown_arch_lists_known():
     sr_jax.load_model("vgg17")
 
 
-# -- allocator ------------------------------------------------------------------
+# -- allocator (sr_jax.runtime) ------------------------------------------------
 
 _FAULTS = """
 import ctypes, resource
@@ -403,7 +403,7 @@ for _ in range(6):  # 64 MiB, over glibc's largest mmap threshold (32 MiB)
   ctypes.memset(p, 1, 1 << 26)
   libc.free(p)
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(sr_jax.models.allocator.is_tuned(), faults)
+print(sr_jax.runtime.malloc_is_tuned(), faults)
 """
 
 

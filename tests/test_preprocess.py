@@ -20,7 +20,7 @@ from sr_jax.models import registry
 
 def torchvision_pil_pipeline(image: np.ndarray, resize: int, crop: int,
                              mean, std, *, to_unit: bool = True) -> np.ndarray:
-  """Image -> normalised 1xHxWx3, the way torchvision's transforms do it."""
+  """Image -> normalized 1xHxWx3, the way torchvision's transforms do it."""
   torch = pytest.importorskip("torch")
   if image.ndim == 3 and image.shape[-1] == 1:
     image = image[..., 0]  # PIL reads HxW as mode L
@@ -109,3 +109,34 @@ def test_bad_arch_and_crop():
   with pytest.raises(ValueError, match=r"`crop` \(=300\) is larger than the "
                      r"resized image \(256x256\)"):
     sr_jax.preprocess(image, arch=registry.Preprocessing(resize=256, crop=300))
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "vgg_face", "demo_vgg"])
+def test_normalize_is_one_arithmetic_eager_and_under_jit(arch):
+  """Every uint8 level, every path: NumPy, JAX, jitted; `preprocess`."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from sr_jax.models import normalize  # pylint: disable=import-outside-toplevel
+  spec = registry.get_arch(arch).preprocessing
+  levels = np.tile(np.arange(256, dtype=np.uint8)[:, None, None], (1, 2, 3))
+  want = ((levels * np.float64(spec.scale)).astype(np.float32)
+          - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std,
+                                                            np.float32)
+  for got in (normalize(levels, arch), normalize(levels, spec),
+              normalize(jax.numpy.asarray(levels), arch),
+              jax.jit(normalize, static_argnums=1)(levels, arch)):
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(got), want)
+  with pytest.raises(ValueError, match=r"`images` \(dtype=float32\) must be "
+                     r"uint8 under `jit`"):
+    jax.jit(normalize, static_argnums=1)(levels.astype(np.float32), arch)
+
+
+def test_sr_normalise_is_a_deprecated_alias():
+  from sr_jax import sr  # pylint: disable=import-outside-toplevel
+  crops = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+  with pytest.warns(DeprecationWarning, match=r"`sr_jax\.sr\.normalise` is "
+                    r"deprecated; use `sr_jax\.models\.preprocess\.normalize`"):
+    old = sr.normalise(crops, arch="vgg_tiny")
+  np.testing.assert_array_equal(old, sr_jax.models.normalize(crops, "vgg_tiny"))
+  np.testing.assert_array_equal(
+      old[1], sr_jax.preprocess(crops[1], "vgg_tiny")[0])

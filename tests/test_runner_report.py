@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sr_jax import io, runner
+from sr_jax import files, runner
 from sr_jax.runner import report
 from tests.test_batch import Killed, fake_explain, write_bad_files, write_images
 
@@ -49,8 +49,8 @@ def records_with_files(out: Path) -> list[dict]:
   for i, (name, cls, prob, ratio, thumb) in enumerate(specs):
     (out / name).parent.mkdir(parents=True, exist_ok=True)
     colour = np.full((30, 60, 3), 40 * i, np.uint8)
-    io.save_png(out / f"{name}.png", colour)
-    io.atomic_write(out / f"{name}.npz", b"npz")
+    files.save_png(out / f"{name}.png", colour)
+    files.atomic_write(out / f"{name}.npz", b"npz")
     rec = {"file": name, "status": "ok",
            "prediction": {"index": i, "name": cls, "probability": prob},
            "ssim": None if ratio is None else {"ssim_lrp": 0.5,

@@ -1,5 +1,7 @@
-"""sr_jax.runtime: the XLA flags set on import, each case in a fresh process."""
+"""sr_jax.runtime: the XLA flags set on import, each case in a fresh process
+(the malloc settings: tests/test_models.py)."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -7,6 +9,7 @@ import sys
 
 import pytest
 
+import sr_jax
 from sr_jax import runtime
 
 _PROBE = """
@@ -111,3 +114,18 @@ def test_default_devices_is_one_per_core_up_to_the_cap(monkeypatch):
   assert runtime.default_devices() == 3
   monkeypatch.setattr(runtime, "available_cores", lambda: 64)
   assert runtime.default_devices() == runtime.MAX_CPU_DEVICES
+
+
+def test_allocator_is_a_deprecated_alias_of_runtime(monkeypatch):
+  monkeypatch.delitem(sys.modules, "sr_jax.models.allocator", raising=False)
+  if "allocator" in vars(sr_jax.models):  # (getattr would import it)
+    monkeypatch.delattr(sr_jax.models, "allocator")
+  with pytest.warns(DeprecationWarning,
+                    match=r"sr_jax\.models\.allocator is deprecated"):
+    old = sr_jax.models.allocator
+  assert old is importlib.import_module("sr_jax.models.allocator")
+  assert old.keep_freed_memory is runtime.keep_freed_memory
+  assert old.tune_from_env is runtime.tune_malloc_from_env
+  assert old.is_tuned is runtime.malloc_is_tuned
+  assert old.ENV == runtime.MALLOC_ENV == "SR_JAX_TUNE_MALLOC"
+

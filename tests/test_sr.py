@@ -199,6 +199,22 @@ def test_top_predictions(rng):
       (0, "0", pytest.approx(1 / (1 + np.exp(2.0))))]
 
 
+def test_class_names_is_the_keyword_everywhere():
+  from sr_jax.classes import label  # pylint: disable=import-outside-toplevel
+  logits, names = np.array([0.0, 2.0]), ("cat", "dog")
+  want = sr.top_predictions(logits, 2, class_names=names)
+  assert [t[1] for t in want] == ["1 dog", "0 cat"]
+  assert label(1, class_names=names) == "1 dog"
+  with pytest.warns(DeprecationWarning, match=r"`names=` of sr_jax\.sr\."
+                    r"top_predictions is deprecated; use `class_names=`"):
+    assert sr.top_predictions(logits, 2, names=names) == want
+  with pytest.warns(DeprecationWarning, match=r"`names=` of sr_jax\.classes\."
+                    r"label is deprecated"):
+    assert label(1, names=names) == "1 dog"
+  with pytest.raises(ValueError, match=r"once, as `class_names=`"):
+    label(1, names, names=names)
+
+
 @pytest.fixture(scope="module")
 def vgg16_random():
   """Full-size VGG-16 with random weights, two random images of different

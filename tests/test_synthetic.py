@@ -25,7 +25,7 @@ def _hues(image, mask):
 
 
 def _colour_histograms(images, bins=8):
-  """Normalised 3-D RGB histograms (bins**3 features per image)."""
+  """Normalized 3-D RGB histograms (bins**3 features per image)."""
   q = images.astype(np.int64) * bins // 256
   code = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
   h = np.stack([np.bincount(c.ravel(), minlength=bins ** 3) for c in code])

@@ -11,7 +11,7 @@ import pytest
 
 from sr_jax import train, weights
 from sr_jax.data import synthetic
-from sr_jax.models import get_arch, load_model, preprocess
+from sr_jax.models import get_arch, load_model, normalize, preprocess
 
 BUNDLED = pathlib.Path(__file__).resolve().parent.parent / "weights"
 # The smoke run trains the test-only `demo_vgg_tiny` (the same design at toy
@@ -42,13 +42,20 @@ def test_demo_vgg_is_a_small_vgg_with_torchvision_names():
   assert model.apply(variables, x).shape == (2, len(synthetic.CLASS_NAMES))
 
 
-def test_training_normalisation_is_the_inference_preprocessing():
+def test_training_normalization_is_the_inference_preprocessing():
+  """Training normalizes under `jit`, to the bit as `preprocess` does."""
   images, _, _ = synthetic.make_batch(0, 0, 3)
   spec = get_arch("demo_vgg")
-  x = np.asarray(train.normalise(images, spec.preprocessing))
+  x = np.asarray(jax.jit(normalize, static_argnums=1)(images,
+                                                      spec.preprocessing))
   for image, xi in zip(images, x):
-    np.testing.assert_allclose(xi, np.asarray(preprocess(image, "demo_vgg"))[0],
-                               rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(
+        xi, np.asarray(preprocess(image, "demo_vgg"))[0])
+  with pytest.warns(DeprecationWarning, match=r"`sr_jax\.train\.normalise` "
+                    r"is deprecated; use `sr_jax\.models\.preprocess\."
+                    r"normalize`"):
+    old = train.normalise(images, spec.preprocessing)
+  np.testing.assert_array_equal(old, x)
 
 
 def test_smoke_run_learns_well_above_chance(smoke_run):
@@ -113,18 +120,30 @@ def test_bad_configs_are_named(kwargs, match):
     train.TrainConfig(**kwargs)
 
 
-@pytest.mark.skipif(not (BUNDLED / "demo_vgg.safetensors").exists(),
-                    reason="no bundled demo weights")
-def test_bundled_weights_match_manifest_and_classify_held_out_images():
-  path = BUNDLED / "demo_vgg.safetensors"
+# Every bundled file: the demo model, the one trained without auxiliary heads
+# on the one-part variant, and the second demo architecture.
+BUNDLED_FILES = [("demo_vgg", "demo_vgg", "double"),
+                 ("demo_vgg_single", "demo_vgg", "single"),
+                 ("demo_resnet", "demo_resnet", "double")]
+
+
+@pytest.mark.parametrize("name,arch,variant", BUNDLED_FILES)
+def test_bundled_weights_match_manifest_and_classify_held_out_images(
+    name, arch, variant):
+  path = BUNDLED / f"{name}.safetensors"
+  if not path.exists():
+    pytest.skip(f"no bundled {path.name}")
   digest = hashlib.sha256(path.read_bytes()).hexdigest()
-  assert f"{digest}  demo_vgg.safetensors" in (
+  assert f"{digest}  {path.name}" in (
       BUNDLED / "MANIFEST").read_text().splitlines()
   assert path.stat().st_size < 10e6
   meta = weights.read_metadata(path)
+  assert meta["arch"] == arch
   assert float(meta["accuracy"]) >= 0.97
   assert meta["eval_seed"] != meta["train_seed"]
+  assert json.loads(meta["classes"]) == list(synthetic.class_names(variant))
   model, variables = weights.load(path)
-  accuracy = train.evaluate(model, variables, seed=synthetic.EVAL_SEED,
-                            count=500)
+  accuracy = train.evaluate(model, variables, arch=arch,
+                            seed=synthetic.EVAL_SEED, count=500,
+                            variant=variant)
   assert accuracy >= 0.95

@@ -210,6 +210,32 @@ def test_compare_models_panel_layout():
     viz.compare_models_panel(images, [a], [b, b])
 
 
+def test_compare_models_panel_takes_class_names(monkeypatch):
+  drawn = _drawn_text(monkeypatch)
+  a, b = _result(), _result(target=0)
+  one = dict(class_names=["x", "y", "z"], tile_size=224)
+  viz.compare_models_panel([a.image], [a], [b], **one)
+  same = [t for t, _ in drawn]
+  drawn.clear()
+  viz.compare_models_panel([a.image], [a], [b],
+                           class_names=(["p", "q", "r"], None), tile_size=224)
+  pair = [t for t, _ in drawn]
+  assert any(" y " in t for t in same) and any(" x " in t for t in same)
+  assert any(" q " in t for t in pair) and not any(" x " in t for t in pair)
+  drawn.clear()
+  with pytest.warns(DeprecationWarning, match=r"`class_names_a=` and "
+                    r"`class_names_b=` of sr_jax\.viz\.compare_models_panel "
+                    r"is deprecated"):
+    viz.compare_models_panel([a.image], [a], [b],
+                             class_names_a=["p", "q", "r"], tile_size=224)
+  assert [t for t, _ in drawn] == pair
+  with pytest.raises(ValueError, match=r"once, as `class_names=`"):
+    viz.compare_models_panel([a.image], [a], [b], class_names=["x"],
+                             class_names_a=["x"])
+  with pytest.raises(ValueError, match=r"not a string"):
+    viz.compare_models_panel([a.image], [a], [b], class_names="xyz")
+
+
 def _drawn_text(monkeypatch):
   """Records every string PIL draws, with its position."""
   from PIL import ImageDraw  # pylint: disable=import-outside-toplevel

@@ -406,25 +406,25 @@ def test_sniff_leaves_safetensors_and_other_files_alone(tiny_file, tmp_path):
 # -- one atomic writer ----------------------------------------------------------
 
 def test_save_writes_through_io_atomic_write(tmp_path, monkeypatch):
-  from sr_jax import io as sr_io  # pylint: disable=import-outside-toplevel
+  from sr_jax import files  # pylint: disable=import-outside-toplevel
   variables = weights.convert_state_dict(tiny_state_dict(), "vgg_tiny")
   path = weights.save(tmp_path / "w.safetensors", variables, arch="vgg_tiny")
   before = path.read_bytes()
   calls = []
-  real = sr_io.atomic_write
+  real = files.atomic_write
 
   def failing(target, data):
     calls.append(pathlib.Path(target))
     real(target, data[:100])  # the old contents are replaced only whole ...
     raise OSError("disk full")  # ... so fail after a good write of junk
-  monkeypatch.setattr(sr_io, "atomic_write", failing)
+  monkeypatch.setattr(files, "atomic_write", failing)
   other = weights.convert_state_dict(tiny_state_dict(9), "vgg_tiny")
   with pytest.raises(OSError, match="disk full"):
     weights.save(path, other, arch="vgg_tiny")
   assert calls == [path]
-  monkeypatch.setattr(sr_io, "atomic_write", real)
+  monkeypatch.setattr(files, "atomic_write", real)
   path.write_bytes(before)
-  monkeypatch.setattr(sr_io.os, "fsync", _raise_os_error)
+  monkeypatch.setattr(files.os, "fsync", _raise_os_error)
   with pytest.raises(OSError, match="no space"):
     weights.save(path, other, arch="vgg_tiny")
   assert path.read_bytes() == before  # untouched by the failed write

@@ -1,9 +1,9 @@
 """Multi-layer maps (Rebuffi et al., CVPR 2020, Sec. 4.3): one method's maps
 at several layers, combined.
 
-Each layer's map is upsampled to the input and min-max normalised per
+Each layer's map is upsampled to the input and min-max normalized per
 example (`sr_jax.maps.minmax`), and the maps M_l are combined with weights
-w_l normalised to sum to 1 (uniform by default):
+w_l normalized to sum to 1 (uniform by default):
 
 * mode "product": prod_l M_l ** w_l (a location must matter at every layer);
 * mode "sum": sum_l w_l M_l.
@@ -91,14 +91,14 @@ def _check(layers: Any, mode: Any, weights: Any
 def combine_layers(method: Union[str, Method],
                    layers: Optional[Sequence[str]], *, mode: str = "product",
                    weights: Optional[Sequence[float]] = None) -> Method:
-  """`method`'s maps at `layers`, normalised and combined.
+  """`method`'s maps at `layers`, normalized and combined.
 
   Args:
     method: a registered name or a method function with a `layer=` option.
     layers: layer names (`sr_jax.attribution.layers` lists them); None:
       every convolution (the Extract & Aggregate family only).
     mode: "product" (prod M_l ** w_l) or "sum" (sum w_l M_l).
-    weights: one weight >= 0 per layer (normalised to sum to 1); None:
+    weights: one weight >= 0 per layer (normalized to sum to 1); None:
       uniform.
 
   Returns:

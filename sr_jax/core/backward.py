@@ -101,7 +101,7 @@ def check_input(x: ArrayLike, name: str = "x") -> jax.Array:
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise ValueError(
         f"`{name}` (dtype={x.dtype}) must be a float array (the model's "
-        "normalised input).")
+        "normalized input).")
   if not isinstance(x, jax.core.Tracer):
     bad = int(np.size(x) - np.count_nonzero(np.isfinite(np.asarray(x))))
     if bad:

@@ -17,7 +17,7 @@ equations on the path from the input to the logits into roles:
   `jax.nn.relu`'s custom_jvp, `max(x, 0)`, tanh, sigmoid, GELU and the like;
 * **residual**: the sum (or difference) of two activations;
 * **affine**: an elementwise add, multiply or divide with a constant that is
-  not part of a layer (normalisation inside the model);
+  not part of a layer (normalization inside the model);
 * **nonlinear**: other differentiable nodes that keep their gradient
   (max-pooling, products of two activations, a custom_vjp without layers);
 * **structural**: reshapes, transposes, slices, padding, concatenation;
@@ -88,7 +88,7 @@ class Node:
     role: see the module docstring.
     on_path: depends on the model input.
     param_layers: for an affine node outside a layer, the layers whose
-      parameters it uses (a normalisation that could not be folded).
+      parameters it uses (a normalization that could not be folded).
   """
 
   eqn: Any

@@ -49,7 +49,7 @@ class Rules(NamedTuple):
       node's own VJP at x (guided backprop keeps non-ReLU activations'
       gradient; DeepLIFT falls back to it where the input barely changes).
     affine_identity: elementwise affine nodes outside layers pass the
-      cotangent through unchanged; one that uses parameters (a normalisation
+      cotangent through unchanged; one that uses parameters (a normalization
       that could not be folded into a layer) raises a ValueError.
   """
 
@@ -272,7 +272,7 @@ def _node(node: Node, i: int, values: list[Any], graph: Graph,
       raise ValueError(
           f"No rule covers the parameters of `{', '.join(node.param_layers)}`"
           f": they enter `{node.primitive}` (at `{node.stack}`) outside a "
-          "conv or dense layer, as a normalisation that cannot be folded "
+          "conv or dense layer, as a normalization that cannot be folded "
           "into the layer before it does (LayerNorm, or a BatchNorm that does "
           "not directly follow a conv or dense layer).")
     j = on[0]

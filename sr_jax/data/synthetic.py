@@ -454,6 +454,6 @@ def sample_image(
   """
   image, _, _ = sample(seed, index, size=size)
   if path is not None:
-    from sr_jax import io  # pylint: disable=import-outside-toplevel
-    io.save_png(path, image)
+    from sr_jax import files  # pylint: disable=import-outside-toplevel
+    files.save_png(path, image)
   return image

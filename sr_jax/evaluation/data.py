@@ -27,7 +27,7 @@ from typing import Any, Optional, Union
 import numpy as np
 from PIL import Image
 
-from sr_jax import io
+from sr_jax import files
 from sr_jax import sr as sr_lib
 from sr_jax.data import synthetic
 from sr_jax.models.registry import get_arch
@@ -122,7 +122,7 @@ def folder_set(images: PathLike, masks: PathLike, *, arch: str,
   """Images of a folder with the same-named masks of another.
 
   Image `photos/cat.jpg` takes mask `masks/cat.png` (any image suffix of
-  `sr_jax.io.IMAGE_SUFFIXES`, non-zero pixels are the object). Both are
+  `sr_jax.files.IMAGE_SUFFIXES`, non-zero pixels are the object). Both are
   brought to the crop that `arch` sees: the image by `sr_jax.sr.prepare`,
   the mask with the same resize and centre crop, nearest neighbour.
 
@@ -140,7 +140,7 @@ def folder_set(images: PathLike, masks: PathLike, *, arch: str,
       names it), a mask's size differs from its image's, or a mask is empty
       after cropping.
   """
-  paths = io.list_images(images)
+  paths = files.list_images(images)
   if not paths:
     raise ValueError(f"`images` (={os.fspath(images)!r}) holds no image.")
   if n is not None:
@@ -148,13 +148,13 @@ def folder_set(images: PathLike, masks: PathLike, *, arch: str,
   mask_dir = Path(masks)
   if not mask_dir.is_dir():
     raise ValueError(f"`masks` (={os.fspath(masks)!r}) is not a folder.")
-  by_stem = {p.stem: p for p in io.list_images(mask_dir)}
+  by_stem = {p.stem: p for p in files.list_images(mask_dir)}
   crops, truth, ids = [], [], []
   for p in paths:
     if p.stem not in by_stem:
       raise ValueError(f"image {p.name!r} has no mask named {p.stem}.png in "
                        f"`masks` (={os.fspath(masks)!r}).")
-    image, mask = io.load_image(p), _load_mask(by_stem[p.stem])
+    image, mask = files.load_image(p), _load_mask(by_stem[p.stem])
     if mask.shape != image.shape[:2]:
       raise ValueError(
           f"mask {by_stem[p.stem].name!r} (size={mask.shape}) must have the "

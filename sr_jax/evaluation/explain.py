@@ -27,17 +27,10 @@ from sr_jax import sr as sr_lib
 from sr_jax.core import backward as core
 from sr_jax.core.models import as_function
 from sr_jax.evaluation.variants import Variant
+from sr_jax.models.preprocess import normalize
 from sr_jax.models.registry import get_arch
 
 Planes = np.ndarray  # float64 (B, H, W)
-
-
-def normalise(images: np.ndarray, arch: str) -> np.ndarray:
-  """float32 model input for uint8 (B, H, W, 3) crops, as `preprocess`."""
-  spec = get_arch(arch).preprocessing
-  x = (np.asarray(images) * np.float64(spec.scale)).astype(np.float32)
-  return ((x - np.asarray(spec.mean, np.float32))
-          / np.asarray(spec.std, np.float32))
 
 
 def relevance_plane(relevance: Any) -> Planes:
@@ -77,20 +70,20 @@ class Explainer:
   def _config(self, variant: Variant) -> sr_lib.SRConfig:
     """One config per variant, so that its jitted step compiles once."""
     if variant.name not in self._configs:
-      method = variant.method if variant.kind in ("map", "sr") else variant.fn
+      method = variant.fn  # the registered function, or one with options
       self._configs[variant.name] = sr_lib.SRConfig.make(
           method=method, method_options=dict(variant.options),
           with_image_saliency=False)
     return self._configs[variant.name]
 
   def probabilities(self, x: np.ndarray, params: Any = None) -> np.ndarray:
-    """Softmax (B, K) of normalised inputs `x`, in float64."""
+    """Softmax (B, K) of normalized inputs `x`, in float64."""
     p = self.variables if params is None else params
     return np.asarray(_probabilities(self._fn, p, x), np.float64)
 
   def predict_images(self) -> Callable[[np.ndarray], np.ndarray]:
     """`f(uint8 images) -> (B, K)` probabilities, for perturbation curves."""
-    return lambda images: self.probabilities(normalise(images, self.arch))
+    return lambda images: self.probabilities(normalize(images, self.arch))
 
   def saliency(self, images: np.ndarray) -> np.ndarray:
     """Context-aware saliency of each uint8 (or [0, 1]) image: (B, H, W).
@@ -146,7 +139,7 @@ class Explainer:
 
     Args:
       variant: what to compute.
-      x: normalised float32 (B, H, W, 3) input.
+      x: normalized float32 (B, H, W, 3) input.
       targets: (B,) int classes to explain.
       params: variables to use instead of the trained ones (randomisation).
       salt: tells the random map's draws apart (randomisation steps).

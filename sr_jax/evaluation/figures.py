@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from sr_jax import viz
 from sr_jax.evaluation.aggregate import MEASURES
+from sr_jax.models.preprocess import normalize
 
 COLOURS = {"map": (31, 90, 180), "sr": (200, 40, 40), "meta": (30, 140, 60),
            "smooth": (130, 60, 170), "random": (120, 120, 120)}
@@ -161,10 +162,9 @@ def gallery(stage: Any, todo: Sequence[Any], rows: np.ndarray, *,
   Returns:
     An RGB `PIL.Image.Image`: a column of names, then one column per image.
   """
-  from sr_jax.evaluation.explain import normalise  # pylint: disable=import-outside-toplevel
   d, ex = stage.data, stage.explainer
   images, masks = d.images[rows], d.masks[rows]
-  x = normalise(images, ex.arch)
+  x = normalize(images, ex.arch)
   targets = (ex.probabilities(x).argmax(-1) if d.labels is None
              else d.labels[rows])
   planes = dict(planes or {})

@@ -135,7 +135,7 @@ def complexity(planes: np.ndarray) -> list[Record]:
 
 def uniform_noise_reference(shape: Sequence[int]) -> dict[str, float]:
   """Gini and entropy of an HxW map of i.i.d. uniform noise, in expectation:
-  the Gini index of U(0, 1) is 1/3, and the entropy of n normalised U(0, 1)
+  the Gini index of U(0, 1) is 1/3, and the entropy of n normalized U(0, 1)
   values is log(n / 2) + 1/2 (to O(1/n))."""
   n = int(np.prod(shape[-2:]))
   return {"gini": 1.0 / 3.0, "entropy": float(np.log(n / 2.0) + 0.5)}

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from sr_jax import io
+from sr_jax import files
 from sr_jax.evaluation import aggregate, figures as figures_lib
 from sr_jax.evaluation.measures import uniform_noise_reference
 
@@ -72,7 +72,7 @@ def check_settings(out: Path, current: dict[str, Any]) -> None:
           "use another folder or delete it.")
     current = {**current, "variants": {**old.get("variants", {}),
                                        **current["variants"]}}
-  io.atomic_write(path, json.dumps(current, indent=1).encode())
+  files.atomic_write(path, json.dumps(current, indent=1).encode())
 
 
 def _gallery_path(out: Path, variant: str) -> Path:
@@ -85,7 +85,7 @@ def save_gallery_planes(out: Path, variant: str, indices: np.ndarray,
   keep = np.flatnonzero(np.asarray(indices) < GALLERY_IMAGES)
   if keep.size:
     (out / GALLERY_DIR).mkdir(exist_ok=True)
-    io.save_npz(_gallery_path(out, variant),
+    files.save_npz(_gallery_path(out, variant),
                 indices=np.asarray(indices)[keep], planes=planes[keep])
 
 
@@ -170,13 +170,13 @@ def write(out: Path, stages: Sequence[Any], todo: Sequence[Any],
                  "machine": _machine()},
   }
   path = out / RESULTS_JSON
-  io.atomic_write(path, json.dumps(result, indent=1).encode())
+  files.atomic_write(path, json.dumps(result, indent=1).encode())
   md = _markdown_header(result, main) + aggregate.markdown(table, names)
-  io.atomic_write(out / RESULTS_MD, md.encode())
+  files.atomic_write(out / RESULTS_MD, md.encode())
   if figures:
-    io.save_png(out / FIGURE, figures_lib.scores_figure(table, names))
+    files.save_png(out / FIGURE, figures_lib.scores_figure(table, names))
     rows = np.arange(min(GALLERY_IMAGES, len(main.data)))
-    io.save_png(out / GALLERY, figures_lib.gallery(
+    files.save_png(out / GALLERY, figures_lib.gallery(
         main, todo, rows, planes=_gallery_planes(out, names, rows)))
   return path
 

@@ -26,20 +26,24 @@ from typing import Any, Callable, Optional, Sequence, TextIO, Union
 
 import numpy as np
 
-from sr_jax import attribution, io
+from sr_jax import attribution, files
 from sr_jax.data import synthetic
 from sr_jax.evaluation import data as data_lib
 from sr_jax.evaluation import measures, report, variants
-from sr_jax.evaluation.explain import Explainer, normalise
+from sr_jax.evaluation.explain import Explainer
 from sr_jax.evaluation.protocol import (Protocol, Shared, batch_records,
                                         random_order)
 from sr_jax.models.loading import load_model, resolve_weights
+from sr_jax.models.preprocess import normalize
 from sr_jax.models.registry import get_arch
 from sr_jax.runner import journal
 from sr_jax.runner.progress import progress
 
 PathLike = Union[str, os.PathLike]
 SINGLE_WEIGHTS = "demo_vgg_single"  # weights/<this>.safetensors
+# Deep SHAP's background on the synthetic set: this many training images (its
+# cost grows with the count; Lundberg & Lee's DeepExplainer takes a sample).
+BACKGROUND_IMAGES = 16
 
 
 @dataclasses.dataclass
@@ -76,7 +80,7 @@ def _drop_partial_line(path: Path) -> None:
   data = path.read_bytes()
   end = data.rfind(b"\n") + 1
   if end != len(data):
-    io.atomic_write(path, data[:end])
+    files.atomic_write(path, data[:end])
 
 
 def _layers(explainer: Explainer, x: np.ndarray) -> list[str]:
@@ -124,6 +128,15 @@ def make_stages(*, model: str, weights: Optional[str], images: Optional[str],
   return stages
 
 
+def deepshap_background(arch: str, count: int = BACKGROUND_IMAGES
+                        ) -> np.ndarray:
+  """Deep SHAP's background for the synthetic set: the first `count`
+  training images (`TRAIN_SEED`, never the held-out seed), normalized."""
+  images, _, _ = synthetic.make_batch(synthetic.TRAIN_SEED, 0, count,
+                                      size=get_arch(arch).input_size)
+  return np.asarray(normalize(images, arch))
+
+
 def _key(stage: str, variant: str, image: str) -> str:
   return f"{stage}/{variant}/{image}"
 
@@ -132,7 +145,7 @@ def _shared(stage: Stage, rows: np.ndarray, protocol: Protocol) -> Shared:
   """What every variant of a batch shares; the image saliency and the
   random-order curves only for a stage that runs every measure."""
   d, ex = stage.data, stage.explainer
-  x = normalise(d.images[rows], ex.arch)
+  x = np.asarray(normalize(d.images[rows], ex.arch))
   probs = ex.probabilities(x)
   targets = (probs.argmax(-1) if d.labels is None
              else np.asarray(d.labels[rows]))
@@ -265,7 +278,12 @@ def evaluate(
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   t0 = time.perf_counter()
-  todo = variants.resolve(methods, seed=protocol.seed, log=log)
+  background = deepshap_background(model) if images is None else None
+  todo = variants.resolve(methods, seed=protocol.seed, log=log,
+                          background=background)
+  if images is not None and any(v.method == "deepshap" for v in todo):
+    log("Deep SHAP runs with one black background image (no training set "
+        "is known for a folder of images); it then equals DeepLIFT")
   stages = make_stages(model=model, weights=weights, images=images,
                        masks=masks, n=n, seed=seed, single_n=single_n,
                        protocol=protocol, log=log)

@@ -15,6 +15,10 @@ A *variant* is one way of making a map, named as the tables name it:
 * `"random"`: uniform noise, a fresh draw for every call; the chance level
   every measure is read against.
 
+Methods that take a `background` (Deep SHAP) get the run's background set,
+when there is one: without it Deep SHAP's baseline is one black image (the
+zero input, the training mean) and it equals DeepLIFT.
+
 Methods are looked up by name when the run starts, so a method registered by
 any module that was imported is picked up. A name that is not there, or a
 method with a required option the evaluation cannot fill in, is skipped with
@@ -28,6 +32,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -57,6 +62,7 @@ class Variant:
     fn: the method function to call (`fn(model, variables, x, target=...,
       **options)`); for "sr" the base method's, None for "random".
     options: the options `fn` is called with, as sorted pairs.
+    background: how many background images `fn` has bound (0: none).
   """
 
   name: str
@@ -64,12 +70,23 @@ class Variant:
   method: str
   fn: Optional[Callable[..., Any]]
   options: tuple = ()
+  background: int = 0
 
   def describe(self) -> dict[str, Any]:
     """A JSON-friendly description (for results.json)."""
-    return {"name": self.name, "kind": self.kind, "method": self.method,
-            "options": {k: v if isinstance(v, (str, int, float, bool))
-                        else repr(v) for k, v in self.options}}
+    d = {"name": self.name, "kind": self.kind, "method": self.method,
+         "options": {k: v if isinstance(v, (str, int, float, bool))
+                     else repr(v) for k, v in self.options}}
+    if self.background:
+      d["background_images"] = self.background
+    return d
+
+
+def _takes_background(fn: Callable[..., Any]) -> bool:
+  try:
+    return "background" in inspect.signature(fn).parameters
+  except (TypeError, ValueError):
+    return False
 
 
 def _required(fn: Callable[..., Any]) -> list[str]:
@@ -99,7 +116,8 @@ def _wrapper(kind: str) -> Optional[Callable[..., Any]]:
   return getattr(attribution, kind, None)
 
 
-def _build(token: str, seed: int) -> tuple[Optional[Variant], str]:
+def _build(token: str, seed: int, background: Any = None
+           ) -> tuple[Optional[Variant], str]:
   """The variant named `token`, or None and why it is skipped."""
   if token == RANDOM:
     return Variant(RANDOM, "random", "", None), ""
@@ -113,8 +131,14 @@ def _build(token: str, seed: int) -> tuple[Optional[Variant], str]:
   opts, why = _options(name, base, seed)
   if opts is None:
     return None, why
+  n_bg = 0
+  if background is not None and _takes_background(base):
+    base = functools.update_wrapper(
+        functools.partial(base, background=background), base)
+    n_bg = len(background)
   if kind in ("map", "sr"):
-    return Variant(token, kind, name, base, tuple(sorted(opts.items()))), ""
+    return Variant(token, kind, name, base, tuple(sorted(opts.items())),
+                   n_bg), ""
   wrap = _wrapper(kind)
   if wrap is None:
     return None, f"sr_jax.attribution has no `{kind}` wrapper"
@@ -127,7 +151,7 @@ def _build(token: str, seed: int) -> tuple[Optional[Variant], str]:
   if more is None:
     return None, why
   opts.update(more)
-  return Variant(token, kind, name, fn, tuple(sorted(opts.items()))), ""
+  return Variant(token, kind, name, fn, tuple(sorted(opts.items())), n_bg), ""
 
 
 def all_names() -> list[str]:
@@ -143,7 +167,8 @@ def all_names() -> list[str]:
 
 
 def resolve(methods: Union[str, Sequence[str]], *, seed: int,
-            log: Callable[[str], None] = lambda line: None) -> list[Variant]:
+            log: Callable[[str], None] = lambda line: None,
+            background: Any = None) -> list[Variant]:
   """The variants named by `methods`, in order, each once.
 
   Args:
@@ -152,6 +177,8 @@ def resolve(methods: Union[str, Sequence[str]], *, seed: int,
       "random"; "all" may appear among them.
     seed: the int seed given to methods that need a PRNG key.
     log: receives one line for each name that is skipped, and why.
+    background: None, or normalized (B, H, W, C) baselines bound to every
+      method that takes a `background` (Deep SHAP).
 
   Returns:
     The variants that can run.
@@ -171,7 +198,7 @@ def resolve(methods: Union[str, Sequence[str]], *, seed: int,
         expanded.append(name)
   out = []
   for name in expanded:
-    variant, why = _build(name, seed)
+    variant, why = _build(name, seed, background)
     if variant is None:
       log(f"skipped method {name!r}: {why}")
     else:

@@ -2,23 +2,23 @@
 
 Simonyan, Vedaldi & Zisserman, "Deep Inside Convolutional Networks:
 Visualising Image Classification Models and Saliency Maps" (ICLR workshop
-2014), §2: find the image I that maximises the unnormalised class score
+2014), §2: find the image I that maximises the unnormalized class score
 minus an L2 penalty,
 
     I* = argmax_I  S_c(I) - l2 * ||I||^2,
 
-by gradient ascent in the model's normalised input space, starting from the
-zero image (the training set's mean image once de-normalised, as the paper
+by gradient ascent in the model's normalized input space, starting from the
+zero image (the training set's mean image once de-normalized, as the paper
 does, its inputs being mean-subtracted).
 
 The paper's plain version is the default: no regulariser but the L2 term,
 plain gradient ascent (`optax.sgd`). The regularisers of later code are
 options, all off by default, as CS231n's network-visualisation notebook
 (class visualisation: jitter, a blur every few steps, clamping to the valid
-range, steps along the L2-normalised gradient) and Lucid's `optvis.transform`
+range, steps along the L2-normalized gradient) and Lucid's `optvis.transform`
 (`jitter`, `normalize_gradient`) use them. For the demo model the plain
 version stays near the mean image for classes 2 to 6 (ascent oscillates about
-a kink of the piecewise-linear score there); a noise start with normalised
+a kink of the piecewise-linear score there); a noise start with normalized
 steps, jitter, blur and clipping gives a class model of every class
 (`sr_jax.scripts.class_model`'s defaults; tests/test_interpret.py).
 
@@ -40,8 +40,8 @@ import numpy as np
 import optax
 
 from sr_jax import maps
+from sr_jax.archs import Preprocessing, get_arch, preprocessing_of
 from sr_jax.core.models import as_function
-from sr_jax.models.registry import Preprocessing, get_arch
 
 # Steps per jitted `lax.scan` (one progress-bar update each).
 CHUNK = 50
@@ -53,9 +53,9 @@ class ClassModel(NamedTuple):
   """What `class_model` returns.
 
   Attributes:
-    image: uint8 HxWxC, displayable: de-normalised with the preprocessing and
+    image: uint8 HxWxC, displayable: de-normalized with the preprocessing and
       clipped to 0..255, or min-max scaled to 0..255 without one.
-    array: the optimised image in the model's normalised input space, HxWxC.
+    array: the optimised image in the model's normalized input space, HxWxC.
     scores: the class score S_c of each step's input (the shifted image when
       `jitter` is on), before that step's update; shape (steps,).
   """
@@ -174,27 +174,24 @@ def _check_shape(image_shape: Any) -> tuple[int, int, int]:
 
 def _preprocessing(preprocessing: Union[str, Preprocessing, None]
                    ) -> Optional[Preprocessing]:
-  if preprocessing is None or isinstance(preprocessing, Preprocessing):
-    return preprocessing
-  if isinstance(preprocessing, str):
-    return get_arch(preprocessing).preprocessing
+  if preprocessing is None:
+    return None
+  if isinstance(preprocessing, (str, Preprocessing)):
+    return preprocessing_of(preprocessing)
   raise ValueError(
       f"`preprocessing` (={preprocessing!r}) must be a "
       "`sr_jax.models.Preprocessing`, an architecture name or None.")
 
 
 def valid_range(preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-  """Per-channel bounds of pixels 0..255 in the normalised input space.
+  """Per-channel bounds of pixels 0..255 in the normalized input space.
 
   Examples:
     >>> low, high = valid_range(Preprocessing(mean=(0.5,) * 3, std=(0.5,) * 3))
     >>> low.tolist(), high.tolist()
     ([-1.0, -1.0, -1.0], [1.0, 1.0, 1.0])
   """
-  mean = np.asarray(preprocessing.mean, np.float64)
-  std = np.asarray(preprocessing.std, np.float64)
-  return ((0.0 * preprocessing.scale - mean) / std,
-          (255.0 * preprocessing.scale - mean) / std)
+  return preprocessing.pixel_range()
 
 
 def _clip_bounds(clip: Any, prep: Optional[Preprocessing], channels: int):
@@ -224,9 +221,9 @@ def _clip_bounds(clip: Any, prep: Optional[Preprocessing], channels: int):
 def to_image(array: jax.typing.ArrayLike,
              preprocessing: Union[str, Preprocessing, None] = None
              ) -> np.ndarray:
-  """A normalised-space HxWxC array as a displayable uint8 image.
+  """A normalized-space HxWxC array as a displayable uint8 image.
 
-  With `preprocessing`, the normalisation is undone (`x * std + mean`, then
+  With `preprocessing`, the normalization is undone (`x * std + mean`, then
   divided by `scale`) and the pixels are rounded and clipped to 0..255.
   Without it, the array is min-max scaled to 0..255 over all channels (a
   constant array becomes zeros).
@@ -264,7 +261,7 @@ def class_model(
   Args:
     model: a linen Module, NNX Module, equinox Module or function
       `f(params, x) -> logits` (see `sr_jax.core.as_function`), taking NHWC
-      batches in its normalised input space.
+      batches in its normalized input space.
     variables: the linen variables or the function's params; None for NNX and
       equinox modules.
     target: the class, an integer in [0, number of classes).
@@ -278,16 +275,16 @@ def class_model(
       its value; `DEFAULT_L2` is CS231n's notebook's.
     key: PRNG key. None: start from the zero image (the dataset mean) and
       draw any jitter from `PRNGKey(0)`. A key: start from standard normal
-      noise in the normalised space (one dataset std per pixel).
+      noise in the normalized space (one dataset std per pixel).
     jitter: largest random shift in pixels per axis per step (0: off).
     blur_every: blur the image after every n-th step (0: off).
     blur_sigma: the blur's Gaussian standard deviation in pixels (> 0).
     clip: None: off. True: clip to the valid input range, pixels 0..255
       mapped through the preprocessing (`valid_range`). Or explicit
       `(low, high)` bounds, numbers or per-channel sequences.
-    normalize_grad: step along the L2-normalised gradient.
-    preprocessing: how the model normalises its input (a `Preprocessing` or
-      an architecture name); used for `clip=True` and to de-normalise the
+    normalize_grad: step along the L2-normalized gradient.
+    preprocessing: how the model normalizes its input (a `Preprocessing` or
+      an architecture name); used for `clip=True` and to de-normalize the
       image. None: the image is min-max scaled.
     progress: show a progress bar when the run takes more than one chunk
       (`CHUNK` steps); never inside traced code.
@@ -331,7 +328,7 @@ def class_model(
   if prep is not None and shape[-1] != len(prep.mean):
     raise ValueError(
         f"`image_shape` (={shape}) has {shape[-1]} channels but "
-        f"`preprocessing` normalises {len(prep.mean)}.")
+        f"`preprocessing` normalizes {len(prep.mean)}.")
   clip_on, low, high = _clip_bounds(clip, prep, shape[-1])
 
   f, params = as_function(model, variables)
@@ -410,7 +407,7 @@ def save_class_models(
   Raises:
     ValueError: for an unknown `arch`, bad `classes` or bad options.
   """
-  from sr_jax import io, viz  # pylint: disable=import-outside-toplevel
+  from sr_jax import files, viz  # pylint: disable=import-outside-toplevel
   from sr_jax.classes import label  # pylint: disable=import-outside-toplevel
   from sr_jax.models.loading import load_model  # pylint: disable=import-outside-toplevel
   from sr_jax.runner.options import resolve_weights  # pylint: disable=import-outside-toplevel
@@ -433,11 +430,11 @@ def save_class_models(
     result = class_model(model, variables, c, image_shape=shape,
                          preprocessing=spec.preprocessing, **options)
     paths.append(out / f"class_{c}.png")
-    io.save_png(paths[-1], result.image)
+    files.save_png(paths[-1], result.image)
     cells.append(([label(c, names), f"score {float(result.scores[-1]):.1f}"],
                   result.image))
   rows = [cells[i:i + columns] for i in range(0, len(cells), columns)]
   paths.append(out / "class_models.png")
-  io.save_png(paths[-1], viz._grid(rows, box=tile_size,  # pylint: disable=protected-access
+  files.save_png(paths[-1], viz._grid(rows, box=tile_size,  # pylint: disable=protected-access
                                    title=f"class models of {arch}"))
   return paths

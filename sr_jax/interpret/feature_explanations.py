@@ -11,7 +11,7 @@ guided backprop or deconvnet, with the resampling fix of strided
 convolutions on (`sr_jax.attribution._resample`; it changes nothing on a
 network without strided convolutions, such as the demo model). A
 feature's heatmap is the L2 norm over colour of the positive part of its
-back-projection, min-max normalised per image (`sr_jax.maps.minmax`), and
+back-projection, min-max normalized per image (`sr_jax.maps.minmax`), and
 the explanation is the pixel-wise maximum of the heatmaps (zero for a slot
 without a positive feature). The map is broadcast over the input's
 channels, so it is shaped like x.
@@ -126,7 +126,7 @@ def explain(model: Any, variables: Any, x: ArrayLike, *,
   Args:
     model: the model `fitted` was fitted on (any kind the core accepts).
     variables: its variables or params (None for NNX and equinox).
-    x: normalised NHWC input batch.
+    x: normalized NHWC input batch.
     fitted: the selection (`sr_jax.interpret.fit` or `load`).
     target: None (each example's predicted class), an int, or one int per
       example: the class c whose relevant features explain it.

@@ -107,13 +107,14 @@ def save_relevant_features(
     ValueError: for an architecture that does not classify the synthetic
       flowers, or bad options.
   """
-  from sr_jax import io, viz  # pylint: disable=import-outside-toplevel
+  from sr_jax import files, viz  # pylint: disable=import-outside-toplevel
   from sr_jax.classes import label  # pylint: disable=import-outside-toplevel
   from sr_jax.data import synthetic  # pylint: disable=import-outside-toplevel
   from sr_jax.models.loading import load_model  # pylint: disable=import-outside-toplevel
+  from sr_jax.models.preprocess import normalize  # pylint: disable=import-outside-toplevel
   from sr_jax.models.registry import get_arch  # pylint: disable=import-outside-toplevel
   from sr_jax.runner.options import resolve_weights  # pylint: disable=import-outside-toplevel
-  from sr_jax.sr import class_names, normalise  # pylint: disable=import-outside-toplevel
+  from sr_jax.sr import class_names  # pylint: disable=import-outside-toplevel
   check_mu(mu)
   spec = get_arch(arch)
   if spec.num_classes != synthetic.NUM_CLASSES:
@@ -130,7 +131,7 @@ def save_relevant_features(
   size = spec.input_size
   images, labels, _ = synthetic.make_batch(synthetic.TRAIN_SEED, 0, count,
                                            size=size)
-  x = normalise(images, arch=arch)
+  x = normalize(images, arch)
   feats, peaks = features(model, variables, x, layers=layers,
                           batch_size=batch_size, progress=progress,
                           peaks=True)
@@ -146,14 +147,14 @@ def save_relevant_features(
   class_rows = _class_rows(views, examples, names, label, tile_size)
   for c, row in enumerate(class_rows):
     paths.append(out / f"class_{c}.png")
-    io.save_png(paths[-1], viz._grid([row], box=tile_size, title=(  # pylint: disable=protected-access
+    files.save_png(paths[-1], viz._grid([row], box=tile_size, title=(  # pylint: disable=protected-access
         f"class {label(c, names)}: relevant features (mu={mu:g})")))
   by_index = {v.index: v for row in views for v in row}
   explained, rows = [], []
   if explain_count:
     shown, truth, _ = synthetic.make_batch(synthetic.SAMPLE_SEED, 0,
                                            explain_count, size=size)
-    xs = normalise(shown, arch=arch)
+    xs = normalize(shown, arch)
     maps_, chosen, scores = (np.asarray(a) for a in explain(
         model, variables, xs, fitted=fitted, backprop=backprop,
         return_features=True))
@@ -174,10 +175,10 @@ def save_relevant_features(
               for f in picked]
       rows.append(row)
     paths.append(out / "explanations.png")
-    io.save_png(paths[-1], viz._grid(rows, box=tile_size, title=(  # pylint: disable=protected-access
+    files.save_png(paths[-1], viz._grid(rows, box=tile_size, title=(  # pylint: disable=protected-access
         "explanations from relevant features (held-out images)")))
   paths.append(out / "relevant_features.png")
-  io.save_png(paths[-1], viz._grid(class_rows + rows, box=tile_size, title=(  # pylint: disable=protected-access
+  files.save_png(paths[-1], viz._grid(class_rows + rows, box=tile_size, title=(  # pylint: disable=protected-access
       f"relevant features of {arch} (mu={mu:g}, {count} training images): "
       "average visualisations per class, then explanations")))
   summary = {"arch": arch, "mu": float(mu), "count": count,
@@ -185,5 +186,5 @@ def save_relevant_features(
              "classes": _summary(fitted, views, names, label),
              "explanations": explained}
   paths.append(out / "relevant_features.json")
-  io.atomic_write(paths[-1], (json.dumps(summary, indent=1) + "\n").encode())
+  files.atomic_write(paths[-1], (json.dumps(summary, indent=1) + "\n").encode())
   return paths

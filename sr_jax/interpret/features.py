@@ -5,8 +5,8 @@ Networks", ICLR 2019, §3.1-3.2).
 * **Features.** For each tapped layer l (default: every conv output and
   every ReLU after one, `default_layers`) and filter k, the response is
   r_{l,k} = sum_u a_{l,k,u}^2 over the positions u of its activation map.
-  Each layer's responses are L1-normalised, the layers concatenated in
-  forward order, and the whole vector L2-normalised (`features`; batched and
+  Each layer's responses are L1-normalized, the layers concatenated in
+  forward order, and the whole vector L2-normalized (`features`; batched and
   jitted over a dataset, with a progress bar).
 * **Selection.** Per class j, the mu-lasso `min ||X w_j - 1[y = j]||^2 s.t.
   ||w_j||_1 <= mu` (`sr_jax.interpret.lasso`); the features with non-zero
@@ -108,8 +108,8 @@ def channels_of(value: jax.Array, tap: graph_lib.Tap) -> jax.Array:
 
 def pool(values: Sequence[jax.Array], taps: Sequence[graph_lib.Tap]
          ) -> jax.Array:
-  """The feature vector of each example: per-layer L1-normalised sums of
-  squares, concatenated, then L2-normalised; (batch, sum of channels).
+  """The feature vector of each example: per-layer L1-normalized sums of
+  squares, concatenated, then L2-normalized; (batch, sum of channels).
 
   An all-zero layer (or vector) stays zero."""
   parts = []
@@ -162,7 +162,7 @@ def features(model: Any, variables: Any, x: ArrayLike, *,
   Args:
     model: a linen, NNX or equinox module, or a function `f(params, x)`.
     variables: its variables or params (None for NNX and equinox).
-    x: the normalised NHWC inputs, (N, H, W, C).
+    x: the normalized NHWC inputs, (N, H, W, C).
     layers: tap names (see `sr_jax.attribution.layers`); None: every conv
       and ReLU output (`default_layers`).
     batch_size: images per jitted call (the last batch is padded, so one
@@ -259,13 +259,13 @@ class RelevantFeatures:
   def save(self, path: PathLike) -> pathlib.Path:
     """Writes the selection to a safetensors file, atomically."""
     import safetensors.numpy  # pylint: disable=import-outside-toplevel
-    from sr_jax import io  # pylint: disable=import-outside-toplevel
+    from sr_jax import files  # pylint: disable=import-outside-toplevel
     meta = {"format": FORMAT, "layers": json.dumps(list(self.layers)),
             "channels": json.dumps(list(self.channels)),
             "mu": repr(float(self.mu))}
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    io.atomic_write(path, safetensors.numpy.save(
+    files.atomic_write(path, safetensors.numpy.save(
         {"weights": np.ascontiguousarray(self.weights)}, metadata=meta))
     return path
 
@@ -306,7 +306,7 @@ def fit(model: Any, variables: Any, x: ArrayLike, labels: ArrayLike, *,
   Args:
     model: a linen, NNX or equinox module, or a function `f(params, x)`.
     variables: its variables or params (None for NNX and equinox).
-    x: the normalised NHWC training inputs, (N, H, W, C).
+    x: the normalized NHWC training inputs, (N, H, W, C).
     labels: their classes, ints (N,).
     mu: the L1 radius of each class's weights, > 0 (the paper's mu).
     layers: tap names; None: every conv and ReLU output.

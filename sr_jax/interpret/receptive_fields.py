@@ -214,7 +214,7 @@ def average_visualisations(
     model: the model it was fitted on.
     variables: its variables or params.
     images: the dataset as displayable uint8 (N, H, W, 3), the inputs of
-      `feats` before normalisation.
+      `feats` before normalization.
     feats: `features(model, variables, x, layers=fitted.layers)`, (N, M).
     peaks: the matching peak positions (`features(..., peaks=True)`).
     top: the number of images averaged per feature (>= 1).

@@ -22,14 +22,14 @@ from sr_jax.lrp.composites import (COMPOSITES, Composite, LayerInfo, box_bounds,
                                    first_layer, get_composite, is_type,
                                    layer_map, path_matches, register_composite)
 from sr_jax.lrp.core import apply_rule, relevance
-from sr_jax.lrp.rules import (Rule, Term, alpha_beta, epsilon,
-                              flat, gamma, gradient, pass_, wsquare, zbox,
+from sr_jax.lrp.rules import (Rule, Term, alpha_beta, epsilon, flat, gamma,
+                              gradient, keep_gradient, pass_, wsquare, zbox,
                               zero, zplus)
 
 __all__ = [
     "COMPOSITES", "Composite", "LayerInfo", "Rule", "Term", "alpha_beta",
     "apply_rule", "box_bounds", "composites", "epsilon", "first_layer",
-    "flat", "gamma", "get_composite", "gradient", "is_type", "layer_map",
-    "pass_", "path_matches", "register_composite", "relevance", "rules",
-    "wsquare", "zbox", "zero", "zplus",
+    "flat", "gamma", "get_composite", "gradient", "is_type", "keep_gradient",
+    "layer_map", "pass_", "path_matches", "register_composite", "relevance",
+    "rules", "wsquare", "zbox", "zero", "zplus",
 ]

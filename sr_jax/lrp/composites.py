@@ -26,10 +26,10 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 import flax.linen as nn
 import numpy as np
 
+from sr_jax.archs import Preprocessing, preprocessing_of
 from sr_jax.lrp import rules
-from sr_jax.models.registry import Preprocessing, get_arch
 
-RuleLike = Union[rules.Rule, rules.Gradient]
+RuleLike = Union[rules.Rule, rules.KeepGradient]
 
 
 class LayerInfo(NamedTuple):
@@ -141,7 +141,7 @@ class Composite(NamedTuple):
   Attributes:
     name: for messages.
     entries: `(predicate, rule)` pairs; a rule is a `rules.Rule` or
-      `rules.gradient()`.
+      `rules.keep_gradient()`.
     fold_batchnorm: kept for compatibility; the traced graph always merges
       a bias and a per-channel affine chain (an inference BatchNorm) into the
       conv or dense layer before it, as zennit's canonizers do.
@@ -180,7 +180,7 @@ def layer_map(conv: RuleLike, dense: RuleLike, *,
   entries = ((AllOf((first_layer, linear)), first),) if first else ()
   return entries + ((is_type("conv"), conv), (is_type("dense"), dense),
                     (is_type("pool"), pool),
-                    (is_type("max_pool"), rules.gradient()))
+                    (is_type("max_pool"), rules.keep_gradient()))
 
 
 COMPOSITES: dict[str, Callable[..., Composite]] = {}
@@ -229,29 +229,26 @@ def get_composite(name_or_obj: Union[str, Composite], **kwargs: Any
 
 def box_bounds(preprocessing: Union[Preprocessing, str, None] = None
                ) -> tuple[np.ndarray, np.ndarray]:
-  """The per-channel input range after normalisation, for the z^B rule.
+  """The per-channel input range after normalization, for the z^B rule.
 
   Args:
-    preprocessing: a `Preprocessing`, an architecture name, or None for the
-      ImageNet normalisation of torchvision.
+    preprocessing: a `Preprocessing`, the name of an architecture in the
+      table `sr_jax.archs.ARCHS` (which `sr_jax.models` fills), or None for
+      the ImageNet normalization of torchvision.
 
   Returns:
     `(low, high)`: float64 arrays of shape (3,), the values that pixels 0
-    and 255 take after `(x * scale - mean) / std` (`zbox` casts them to the
-    input's dtype).
+    and 255 take after `(x * scale - mean) / std`
+    (`Preprocessing.pixel_range`; `zbox` casts them to the input's dtype).
 
   Examples:
     >>> low, high = box_bounds("vgg16")
     >>> [round(float(v), 3) for v in low]
     [-2.118, -2.036, -1.804]
   """
-  if isinstance(preprocessing, str):
-    preprocessing = get_arch(preprocessing).preprocessing
-  p = Preprocessing() if preprocessing is None else preprocessing
-  mean, std = np.asarray(p.mean, np.float64), np.asarray(p.std, np.float64)
-  low = (0.0 * p.scale - mean) / std
-  high = (255.0 * p.scale - mean) / std
-  return low, high
+  if preprocessing is None:
+    preprocessing = Preprocessing()
+  return preprocessing_of(preprocessing).pixel_range()
 
 
 @register_composite("epsilon_plus")
@@ -294,9 +291,9 @@ def epsilon_gamma_box(low: Any = None, high: Any = None, epsilon: float = 1e-6,
   Montavon et al.'s gamma after a ReLU.
 
   Args:
-    low: lowest normalised input, scalar or per channel; with `high` None
-      both default to `box_bounds()` (ImageNet normalisation).
-    high: highest normalised input.
+    low: lowest normalized input, scalar or per channel; with `high` None
+      both default to `box_bounds()` (ImageNet normalization).
+    high: highest normalized input.
     epsilon: epsilon of the dense layers.
     gamma: gamma of the convs.
 

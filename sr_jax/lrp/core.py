@@ -131,7 +131,7 @@ def _rule_for(composite: Composite, layer: Any) -> Optional[RuleLike]:
   info = LayerInfo(layer.name, layer.kind, layer.first, layer.primitive,
                    layer.shape)
   rule = composite.rule_for(info)
-  if isinstance(rule, rules.Gradient):
+  if isinstance(rule, rules.KeepGradient):
     return None
   if rule is None and layer.kind in ("conv", "dense"):
     raise ValueError(

@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sr_jax import _deprecation
+
 Array = jax.Array
 Params = Any  # a pytree of arrays
 LayerFn = Callable[[Array, Params], Array]
@@ -161,25 +163,43 @@ def _is_keyword(entry: Any) -> bool:
   return isinstance(entry, tuple) and len(entry) == 3 and entry[0] == "="
 
 
-class Gradient(NamedTuple):
+class KeepGradient(NamedTuple):
   """A layer keeping its own gradient (max-pooling: winner takes all)."""
 
-  name: str = "gradient"
+  name: str = "keep_gradient"
+
+  def __repr__(self) -> str:
+    return f"{self.name}()"
 
 
-def gradient() -> Gradient:
-  """The layer keeps its plain gradient (max-pooling: winner takes all)."""
-  return Gradient()
+Gradient = KeepGradient  # the class's old name
+
+
+def keep_gradient() -> KeepGradient:
+  """The layer keeps its plain gradient (max-pooling: winner takes all).
+
+  Examples:
+    >>> keep_gradient()
+    keep_gradient()
+  """
+  return KeepGradient()
+
+
+# Deprecated: `gradient` was easily confused with `sr_jax.attribution.gradient`.
+gradient = _deprecation.alias(keep_gradient, "sr_jax.lrp.rules.gradient")
 
 
 # --- building blocks shared by the rules -------------------------------------
 
-def normalise(stabilizer: float):
+def normalize(stabilizer: float):
   """Gradient mapper: every term gets `R / stabilize(sum of the outputs)`."""
   def mapper(r, outputs):
     g = safe_divide(r, stabilize(sum(outputs), stabilizer))
     return (g,) * len(outputs)
   return mapper
+
+
+normalise = _deprecation.alias(normalize, "sr_jax.lrp.rules.normalise")
 
 
 def input_times_grad(inputs, grads):
@@ -228,7 +248,7 @@ def epsilon(eps: float = 1e-6, *, zero_bias: bool = False) -> Rule:
     epsilon(0.25)
   """
   eps = _nonneg_float("eps", eps)
-  return Rule((Term(),), normalise(eps), input_times_grad, zero_bias,
+  return Rule((Term(),), normalize(eps), input_times_grad, zero_bias,
               "epsilon", (eps,))
 
 
@@ -280,7 +300,7 @@ def gamma(gamma: float = 0.25, *, generalised: bool = True,
   stabilizer = _nonneg_float("stabilizer", stabilizer)
   if not generalised:
     term = Term(param_modifier=map_params(lambda p: p + g * _pos(p)))
-    return Rule((term,), normalise(stabilizer), input_times_grad, zero_bias,
+    return Rule((term,), normalize(stabilizer), input_times_grad, zero_bias,
                 "gamma", (g, stabilizer, _keyword("generalised", False)))
   return _generalised_gamma(g, stabilizer, zero_bias)
 
@@ -391,7 +411,7 @@ def flat(*, zero_bias: bool = True, stabilizer: float = 1e-6) -> Rule:
   """
   stabilizer = _nonneg_float("stabilizer", stabilizer)
   term = Term(_ones, map_params(_ones, jnp.zeros_like))
-  return Rule((term,), normalise(stabilizer), grad_only, zero_bias, "flat",
+  return Rule((term,), normalize(stabilizer), grad_only, zero_bias, "flat",
               (stabilizer,))
 
 
@@ -402,7 +422,7 @@ def wsquare(*, zero_bias: bool = False, stabilizer: float = 1e-6) -> Rule:
   """
   stabilizer = _nonneg_float("stabilizer", stabilizer)
   term = Term(_ones, map_params(jnp.square))
-  return Rule((term,), normalise(stabilizer), grad_only, zero_bias,
+  return Rule((term,), normalize(stabilizer), grad_only, zero_bias,
               "wsquare", (stabilizer,))
 
 

@@ -6,7 +6,7 @@ References:
   its sparseness), after Hurley and Rickard (2009), "Comparing measures of
   sparsity". Bhatt, Weller, Moura (2020), "Evaluating and aggregating
   feature-based model explanations" (complexity: the Shannon entropy of the
-  normalised |attribution|).
+  normalized |attribution|).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _entropy(m: np.ndarray) -> float:
 
 
 def map_entropy(map: jax.typing.ArrayLike) -> Score:  # pylint: disable=redefined-builtin
-  """The Shannon entropy of the normalised |map| (Bhatt et al. 2020), in nats.
+  """The Shannon entropy of the normalized |map| (Bhatt et al. 2020), in nats.
 
   p = |map| / sum |map|, H = -sum_i p_i log p_i (0 log 0 = 0). It is log(n)
   for a uniform map of n pixels, the most, and 0 for a single non-zero

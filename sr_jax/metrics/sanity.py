@@ -34,7 +34,7 @@ class RandomizationSimilarity(NamedTuple):
   """How alike two maps are (Adebayo et al. 2018); high = the method ignored
   what changed between them."""
   spearman: Score  # rank correlation of the pixel values
-  ssim: Score  # SSIM of the min-max normalised maps
+  ssim: Score  # SSIM of the min-max normalized maps
 
 
 class ModelRandomization(NamedTuple):
@@ -92,7 +92,7 @@ def randomization_similarity(
   Returns:
     `RandomizationSimilarity(spearman, ssim)`: Spearman's rank correlation
     (average ranks for ties; 0 when either map is constant) and SSIM of the
-    min-max normalised maps (data_range=1, 7x7 window). Floats, or (N,) arrays
+    min-max normalized maps (data_range=1, 7x7 window). Floats, or (N,) arrays
     for a batch.
   """
   a, b = _pair(map_a, map_b, "map_a", "map_b")

@@ -50,7 +50,7 @@ def ssim_ratio(
 ) -> SSIMRatio:
   """The SR paper's Table 1 metric: SSIM_2 / SSIM_1 against image saliency.
 
-  All three maps are min-max normalised to [0, 1] (a constant map becomes all
+  All three maps are min-max normalized to [0, 1] (a constant map becomes all
   zeros) and compared with `skimage.metrics.structural_similarity`
   (data_range=1, its default 7x7 uniform window). The LRP map is
   `lrp_map(relevance_map)`. SSIM of constant maps is well defined (SSIM's

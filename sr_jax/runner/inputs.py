@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
-from sr_jax import io, sr
+from sr_jax import files, sr
 
 T = TypeVar("T")
 
@@ -35,7 +35,7 @@ def find_inputs(input: str, out: str) -> list[tuple[str, Path]]:  # pylint: disa
     root = Path(text).parent
   out_dir = Path(out).resolve()
   found = []
-  for p in io.list_images(text):
+  for p in files.list_images(text):
     if out_dir == p.resolve() or out_dir in p.resolve().parents:
       continue
     found.append((p.relative_to(root).as_posix(), p))
@@ -68,7 +68,7 @@ def batches(todo: Iterable[tuple[str, Path]], *, arch: str, size: int,
   for name, path in todo:
     t = time.perf_counter()
     try:
-      crop = sr.prepare(io.load_image(path), arch=arch)
+      crop = sr.prepare(files.load_image(path), arch=arch)
     except Exception as e:  # pylint: disable=broad-except
       fail(name, "load", e)
       continue

@@ -3,7 +3,7 @@
 A journal is a JSON-lines file with one record per input image, `"status":
 "ok"` or `"failed"` (with the reason). A record is appended with a single
 `write` and `fsync`ed *after* the image's files were written (to a temporary
-name, then renamed into place by `sr_jax.io`), so it is the one proof that an
+name, then renamed into place by `sr_jax.files`), so it is the one proof that an
 image is done: a run killed at any moment leaves committed images complete
 and anything else uncommitted.
 
@@ -45,7 +45,7 @@ import re
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from sr_jax import io
+from sr_jax import files
 
 RESULTS, FAILURES, CONFIG, LOCK = ("results.jsonl", "failures.jsonl",
                                    "run.json", ".lock")
@@ -120,7 +120,7 @@ def consolidate(out: Path, *, process: int, count: int,
   Only process 0 calls it, when no other process writes to `out`.
   """
   for dirpath, _, _ in os.walk(out):
-    io.remove_temp_files(dirpath)
+    files.remove_temp_files(dirpath)
   own, view = (out / name for name in journal_names(process, count))
   others = [p for p in journal_paths(out) if p != own]
   records: dict[str, dict] = {}
@@ -139,13 +139,13 @@ def consolidate(out: Path, *, process: int, count: int,
       dirty |= key in records  # An "ok" replacing a "failed".
       records[key], lines[key] = rec, line
   if dirty:
-    io.atomic_write(own, b"".join(lines.values()))
+    files.atomic_write(own, b"".join(lines.values()))
   stale = [p for p in out.iterdir() if _VIEW.fullmatch(p.name) and p != view]
   for path in others + stale:
     with contextlib.suppress(FileNotFoundError):
       os.unlink(path)
   failed = [_failure_line(r) for r in records.values() if r["status"] != "ok"]
-  io.atomic_write(view, "".join(failed).encode())
+  files.atomic_write(view, "".join(failed).encode())
   return records
 
 
@@ -190,7 +190,7 @@ class Writer:
   def open(self) -> "Writer":
     """Opens the journal for appending (creating it and the failure view)."""
     if not self.failures.exists():
-      io.atomic_write(self.failures, b"")
+      files.atomic_write(self.failures, b"")
     self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     return self
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from sr_jax import io
+from sr_jax import files
 from sr_jax.runner.journal import CONFIG
 from sr_jax.models.loading import resolve_weights  # pylint: disable=unused-import
 
@@ -64,5 +64,5 @@ def write_config(out: Path, config: Mapping[str, Any],
   value = dict(config)
   if summary is not None:
     value[SUMMARY_KEY] = dict(summary)
-  io.atomic_write(Path(out) / CONFIG,
+  files.atomic_write(Path(out) / CONFIG,
                   (json.dumps(value, indent=1) + "\n").encode())

@@ -4,7 +4,7 @@ For an image named `<name>` (its path relative to the input folder) the
 runner writes `<name>.npz` (every map of its `SRResult`), the panel
 `<name>.png` and, for the HTML report, a small copy of the panel
 `<name>.thumb.jpg`, each to a temporary name renamed into place
-(`sr_jax.io.atomic_write`).
+(`sr_jax.files.atomic_write`).
 
 Why a thumbnail file rather than the PNG scaled down by CSS: a panel is six
 224-px tiles, 696x575 pixels and about 370 kB as PNG, and a report of a few
@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from sr_jax import io, metrics, sr, viz
+from sr_jax import files, metrics, sr, viz
 
 THUMBNAIL_SUFFIX = ".thumb.jpg"
 THUMBNAIL_WIDTH = 320
@@ -66,10 +66,11 @@ def write_outputs(out: Path, name: str, result: sr.SRResult, *,
   panel = viz.panel(result.image, result, class_names=class_names,
                     true_label=true_label, title=name)
   t1 = time.perf_counter()
-  io.save_npz(npz, **result.arrays())
-  io.save_png(png, panel)
+  files.save_npz(npz, **result.arrays())
+  files.save_png(png, panel)
   if with_thumbnail:
-    io.atomic_write(Path(out) / f"{name}{THUMBNAIL_SUFFIX}", thumbnail(panel))
+    files.atomic_write(Path(out) / f"{name}{THUMBNAIL_SUFFIX}",
+                       thumbnail(panel))
   return {"panel": t1 - t0, "write": time.perf_counter() - t1}
 
 

@@ -22,7 +22,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from sr_jax import io
+from sr_jax import files
 
 INDEX = "index.html"
 
@@ -232,5 +232,5 @@ def write(out: Path, records: Sequence[Mapping[str, Any]], **options) -> Path:
     The page's path.
   """
   path = Path(out) / INDEX
-  io.atomic_write(path, build(records, **options).encode("utf-8"))
+  files.atomic_write(path, build(records, **options).encode("utf-8"))
   return path

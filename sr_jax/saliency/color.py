@@ -18,7 +18,7 @@ import numpy as np
 XYZ_FROM_RGB = np.array([[0.412453, 0.357580, 0.180423],
                          [0.212671, 0.715160, 0.072169],
                          [0.019334, 0.119193, 0.950227]])
-# Reference white of illuminant D65, 2° observer (Y normalised to 1).
+# Reference white of illuminant D65, 2° observer (Y normalized to 1).
 WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
 
 _DELTA = 6.0 / 29.0

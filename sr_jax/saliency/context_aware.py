@@ -9,8 +9,8 @@ Steps, each constant a keyword argument of `context_aware`:
 1. Resize so that the larger side is `max_side` (bilinear, antialiased when
    shrinking; see `sr_jax.saliency.resize` for the exact convention).
 2. Features: an HxWx3 image is converted from sRGB to CIE L*a*b* (D65) and
-   each of L, a, b is min-max normalised to [0, 1]; an HxW image is one
-   plane and an HxWxC image (C != 3) C planes, each normalised the same way.
+   each of L, a, b is min-max normalized to [0, 1]; an HxW image is one
+   plane and an HxWxC image (C != 3) C planes, each normalized the same way.
    A constant plane becomes 0.
 3. For each scale r in `scales` with half-size h in `half_sizes`: the
    feature image is resized by r (bilinear). Every pixel is a query patch of
@@ -92,7 +92,7 @@ _AXIS = "devices"
 
 
 def _features(image: jax.Array) -> jax.Array:
-  """Step 2: Lab for 3 channels, then per-plane min-max normalisation."""
+  """Step 2: Lab for 3 channels, then per-plane min-max normalization."""
   if image.shape[-1] == 3:
     image = rgb_to_lab(image)
   low = jnp.min(image, axis=(0, 1))
@@ -173,7 +173,7 @@ def _scale_map(features: jax.Array, plan: Plan, index: int,
 
 
 def _immediate_context(saliency: jax.Array, threshold: float) -> jax.Array:
-  """Step 7: S·(1 - D), D the normalised distance to the nearest focus."""
+  """Step 7: S·(1 - D), D the normalized distance to the nearest focus."""
   foci = saliency >= threshold * jnp.max(saliency)
   dist = distance_transform(foci, dtype=saliency.dtype)
   top = jnp.max(dist)

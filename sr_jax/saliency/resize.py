@@ -18,7 +18,7 @@ matrices against both. Written out, so that the NumPy reference in
 * the kernel is the triangle `max(0, 1 - |t|)` for "linear" and Keys' cubic
   with a = -0.5 for "cubic";
 * weights falling outside the image are dropped and each output pixel's
-  weights are renormalised to sum to one.
+  weights are renormalized to sum to one.
 
 Each axis is resized separately, with its own ratio.
 """

@@ -9,6 +9,7 @@ exit status. `run`
   out of the output unless `--verbosity` is given (`--verbosity=0`, absl's
   INFO, brings them back), so a script prints only its results, the files
   it wrote and its errors;
+* refuses positional arguments (`app.UsageError`: the scripts take flags);
 * turns a `ValueError` (bad values: flags, files, architectures), an
   `OSError` (missing or unwritable files, downloads) or an `ImportError` (a
   missing optional dependency) into `error: <message>` on one line of stderr
@@ -50,7 +51,12 @@ def quiet_backend_logs() -> None:
 
 def call(fn: Callable[[Sequence[str]], Optional[int]],
          argv: Sequence[str]) -> int:
-  """Runs `fn(argv)` with quiet logs; a user error becomes exit status 2."""
+  """Runs `fn(argv)` with quiet logs; a user error becomes exit status 2.
+
+  The scripts take flags only: positional arguments are a usage error.
+  """
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {list(argv[1:])}")
   quiet_backend_logs()
   try:
     status = fn(argv)

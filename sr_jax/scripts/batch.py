@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from sr_jax.scripts import _app, _flags
 
@@ -58,8 +58,7 @@ flags.mark_flags_as_required(["input", "out"])
 
 
 def run(argv) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv  # `_app.call` refuses positional arguments
   from sr_jax import runner  # pylint: disable=import-outside-toplevel
   try:
     runner.initialize(coordinator_address=FLAGS.coordinator_address,

@@ -7,7 +7,7 @@ r"""Class-model visualisation: one image per class, and a grid of them.
 Writes `class_<k>.png` per class and `class_models.png` (titled with the
 class names) to `--out`. The defaults are the regularised settings that
 give recognisable class models of the demo model (each classified as its
-class): a noise start, 300 steps of length 5 along the normalised gradient,
+class): a noise start, 300 steps of length 5 along the normalized gradient,
 a random shift of up to 4 pixels per step, a blur (sigma 0.5) every 10 steps
 and clipping to the valid input range. The plain version of Simonyan et al.
 (2014) is `--init=zero --jitter=0 --blur_every=0 --nonormalize_grad
@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from sr_jax.scripts import _app
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "demo_vgg", "Architecture.")
@@ -43,7 +45,7 @@ flags.DEFINE_integer("blur_every", 10, "Blur after every n-th step (0: off).")
 flags.DEFINE_float("blur_sigma", 0.5, "Standard deviation of the blur.")
 flags.DEFINE_bool("clip", True, "Clip to the valid input range each step.")
 flags.DEFINE_bool("normalize_grad", True,
-                  "Step along the L2-normalised gradient.")
+                  "Step along the L2-normalized gradient.")
 
 
 def parse_classes(text: str):
@@ -58,8 +60,7 @@ def parse_classes(text: str):
 
 
 def run(argv) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv  # `_app.call` refuses positional arguments
   # Imported here so that --help is fast.
   import jax  # pylint: disable=import-outside-toplevel
   from sr_jax.interpret.class_models import save_class_models  # pylint: disable=import-outside-toplevel
@@ -81,7 +82,7 @@ def run(argv) -> int:
 
 def main() -> None:
   """Console-script entry point (`sr-jax-class-model`)."""
-  app.run(run)
+  _app.run(run)
 
 
 if __name__ == "__main__":

@@ -113,12 +113,11 @@ def compare(image: Any, *, arch: str, methods: Sequence[str],
 
 def run(argv) -> int:
   """Draws the figure for --image (or --sample) into --out."""
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv  # `_app.call` refuses positional arguments
   if not (FLAGS.sample or FLAGS.image):
     raise app.UsageError("Give --image=FILE, or --sample.")
   # Imported here so that --help is fast.
-  from sr_jax import explain, io  # pylint: disable=import-outside-toplevel
+  from sr_jax import explain, files  # pylint: disable=import-outside-toplevel
   source = explain.SAMPLE if FLAGS.sample else FLAGS.image
   explain.check_weights(FLAGS.weights)
   methods = parse_methods(FLAGS.methods)
@@ -128,7 +127,7 @@ def run(argv) -> int:
                    methods=methods, weights=FLAGS.weights,
                    target=FLAGS.target, tile_size=FLAGS.tile_size,
                    title=name)
-  io.save_png(FLAGS.out, figure)
+  files.save_png(FLAGS.out, figure)
   print(f"Wrote {FLAGS.out} ({len(methods)} methods).")
   return 0
 

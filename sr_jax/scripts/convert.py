@@ -9,7 +9,7 @@ see weights/README.md for where to get the source files.
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from sr_jax.scripts import _app
 
@@ -28,8 +28,7 @@ flags.mark_flags_as_required(["arch", "src", "dst"])
 
 def run(argv) -> int:
   """Converts --src into --dst and prints what it wrote."""
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv  # `_app.call` refuses positional arguments
   from sr_jax import weights  # pylint: disable=import-outside-toplevel
   path = weights.convert_file(FLAGS.src, FLAGS.dst, arch=FLAGS.arch,
                               layout=FLAGS.layout)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from sr_jax.scripts import _app
 
@@ -67,8 +67,7 @@ def _baseline(text: str):
 
 def run(argv) -> int:
   """Runs the evaluation with the flags' settings."""
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv  # `_app.call` refuses positional arguments
   # Imported here so that --help is fast.
   from sr_jax import evaluation  # pylint: disable=import-outside-toplevel
   from sr_jax.data import synthetic  # pylint: disable=import-outside-toplevel

@@ -33,8 +33,7 @@ flags.DEFINE_string("out", "out", "Output folder.")
 
 def run(argv) -> int:
   """Explains --image (or --sample) into --out and prints the top 5."""
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv  # `_app.call` refuses positional arguments
   if not (FLAGS.sample or FLAGS.image):
     raise app.UsageError("Give --image=FILE, or --sample.")
   # Imported here so that --help is fast.

@@ -16,7 +16,7 @@ class's top 3 features), `relevant_features.png` (both in one figure) and
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from sr_jax.scripts import _app
 
@@ -39,8 +39,7 @@ flags.DEFINE_string("out", "out/relevant_features", "Output folder.")
 
 
 def run(argv) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv  # `_app.call` refuses positional arguments
   # Imported here so that --help is fast.
   from sr_jax.interpret.feature_report import save_relevant_features  # pylint: disable=import-outside-toplevel
   paths = save_relevant_features(

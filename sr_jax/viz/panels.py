@@ -12,13 +12,13 @@ said once, in the heading, and each tile carries only its name.
 from __future__ import annotations
 
 import io
-import warnings
 from typing import Any, Optional, Sequence, Union
 
 import jax
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from sr_jax import _deprecation
 from sr_jax.classes import label
 from sr_jax.maps import lrp_map
 from sr_jax.viz.colormaps import heat, overlay_edges, plane, relevance_rgb
@@ -202,20 +202,6 @@ def _checked_maps(result: Any) -> dict[str, Any]:
   return fields
 
 
-def _class_names_arg(class_names: Optional[Sequence[str]],
-                     labels: Optional[Sequence[str]]
-                     ) -> Optional[Sequence[str]]:
-  """`class_names`, or the deprecated `labels` with a DeprecationWarning."""
-  if labels is None:
-    return class_names
-  if class_names is not None:
-    raise ValueError("Pass the class names once, as `class_names=`; `labels=` "
-                     "is its deprecated old name.")
-  warnings.warn("`labels=` of sr_jax.viz.panel is deprecated; pass "
-                "`class_names=`.", DeprecationWarning, stacklevel=3)
-  return labels
-
-
 def panel(
     image: Optional[jax.typing.ArrayLike],
     result: Any,
@@ -262,7 +248,9 @@ def panel(
     >>> panel(out.image, out, class_names=sr_jax.imagenet_classes()).save(
     ...     "p.png")  # doctest: +SKIP
   """
-  class_names = _class_names_arg(class_names, labels)
+  class_names = _deprecation.renamed_keyword(
+      class_names, labels, old="labels", new="class_names",
+      where="sr_jax.viz.panel")
   f = _checked_maps(result)
   if image is not None:
     f["image"] = _checked_rgb(
@@ -309,11 +297,12 @@ def compare_models_panel(
     results_b: Sequence[Any],
     *,
     names: tuple[str, str] = ("AlexNet", "VGG-16"),
-    class_names_a: Optional[Sequence[str]] = None,
-    class_names_b: Optional[Sequence[str]] = None,
+    class_names: Any = None,
     true_labels: Optional[Sequence[Label]] = None,
     title: Optional[str] = None,
     tile_size: int = 160,
+    class_names_a: Optional[Sequence[str]] = None,
+    class_names_b: Optional[Sequence[str]] = None,
 ) -> Image.Image:
   """SR maps of two models side by side, one image per row.
 
@@ -327,20 +316,32 @@ def compare_models_panel(
     results_a: `SRResult`s of model A, one per image.
     results_b: `SRResult`s of model B, one per image.
     names: the two models' names for the titles.
-    class_names_a: model A's class names (None: indices only).
-    class_names_b: model B's class names.
-    true_labels: per image, a class index (named with `class_names_a`), a
-      label string or None; shown under "input".
+    class_names: the class names of both models (a sequence of strings), or
+      a pair `(names_a, names_b)` when they differ (each None: indices
+      only); None: indices only.
+    true_labels: per image, a class index (named with model A's class
+      names), a label string or None; shown under "input".
     title: a line above the grid.
     tile_size: the side of each square tile in pixels.
+    class_names_a, class_names_b: deprecated: pass
+      `class_names=(class_names_a, class_names_b)`.
 
   Returns:
     An RGB `PIL.Image.Image`.
 
   Raises:
-    ValueError: if the lengths differ, `images` is empty, or an image is not
-      uint8 HxWx3.
+    ValueError: if the lengths differ, `images` is empty, an image is not
+      uint8 HxWx3, or the class names are a string or given twice.
   """
+  if class_names_a is not None or class_names_b is not None:
+    if class_names is not None:
+      raise ValueError("Pass the class names once, as `class_names=`; "
+                       "`class_names_a=` and `class_names_b=` are deprecated.")
+    _deprecation.warn("`class_names_a=` and `class_names_b=` of "
+                      "sr_jax.viz.compare_models_panel",
+                      "`class_names=(class_names_a, class_names_b)`")
+    class_names = (class_names_a, class_names_b)
+  names_a, names_b = _class_name_pair(class_names)
   n = len(images)
   if len(results_a) != n or len(results_b) != n:
     raise ValueError(
@@ -356,11 +357,26 @@ def compare_models_panel(
   for i in range(n):
     image = _checked_rgb(images[i], f"images[{i}]")
     truth = None if true_labels is None else true_labels[i]
-    caption = [] if truth is None else [_truth_line(truth, class_names_a)]
+    caption = [] if truth is None else [_truth_line(truth, names_a)]
     row = [(["input"] + caption, image)]
-    for name, res, cls in ((names[0], results_a[i], class_names_a),
-                           (names[1], results_b[i], class_names_b)):
+    for name, res, cls in ((names[0], results_a[i], names_a),
+                           (names[1], results_b[i], names_b)):
       row.append(([f"SR ({name})"] + caption_lines(res, class_names=cls),
                   heat(plane(res.sr, f"sr of {name}"))))
     rows.append(row)
   return _grid(rows, box=tile_size, title=title)
+
+
+def _class_name_pair(class_names: Any) -> tuple[Any, Any]:
+  """`compare_models_panel`'s `class_names` as (model A's, model B's)."""
+  if class_names is None:
+    return None, None
+  if isinstance(class_names, str):
+    raise ValueError(
+        f"`class_names` (={class_names!r}) must be a sequence of class "
+        "names, or a pair of them (one per model), not a string.")
+  if len(class_names) == 2 and all(
+      c is None or (not isinstance(c, str) and isinstance(c, Sequence))
+      for c in class_names):
+    return tuple(class_names)
+  return class_names, class_names

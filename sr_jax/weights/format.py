@@ -25,7 +25,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from sr_jax import io
+from sr_jax import files
 from sr_jax import archs
 
 PathLike = Union[str, os.PathLike]
@@ -151,7 +151,7 @@ def save(path: PathLike, variables: Mapping[str, Any], *, arch: str,
          metadata: Optional[Mapping[str, str]] = None) -> pathlib.Path:
   """Writes `variables` of `arch` to a safetensors file, atomically.
 
-  The file is written by `sr_jax.io.atomic_write`: a reader never sees a
+  The file is written by `sr_jax.files.atomic_write`: a reader never sees a
   partial file, and a failed write leaves an existing file as it was.
 
   Args:
@@ -176,7 +176,7 @@ def save(path: PathLike, variables: Mapping[str, Any], *, arch: str,
   meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  io.atomic_write(path, safetensors.numpy.save(flat, metadata=meta))
+  files.atomic_write(path, safetensors.numpy.save(flat, metadata=meta))
   return path
 
 

@@ -34,7 +34,7 @@ def _keys_cubic(t, a=-0.5):
 
 def resize_matrix(n_in: int, n_out: int, method: str) -> np.ndarray:
   """(n_out, n_in) weights: half-pixel centres, kernel stretched by n_in/n_out
-  when shrinking, each row renormalised over the pixels inside the image."""
+  when shrinking, each row renormalized over the pixels inside the image."""
   kernel = {"linear": _triangle, "cubic": _keys_cubic}[method]
   stretch = max(n_in / n_out, 1.0)
   w = np.zeros((n_out, n_in))
@@ -60,7 +60,7 @@ def scaled(shape, factor):
 
 
 def features(image: np.ndarray) -> np.ndarray:
-  """Lab for 3 channels, then every plane min-max normalised (constant: 0)."""
+  """Lab for 3 channels, then every plane min-max normalized (constant: 0)."""
   if image.shape[2] == 3:
     image = color.rgb2lab(image)
   out = np.zeros_like(image)
