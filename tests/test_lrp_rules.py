@@ -1,5 +1,6 @@
 """Each LRP rule on one layer against the float64 matrix-form reference."""
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -185,6 +186,37 @@ def test_generalised_gamma_is_gamma_after_a_relu_only(zero_bias):
     for xi, ri in ((x_relu, r), (x, r_relu)):
       general, basic = both(xi, ri)
       assert np.max(np.abs(general - basic)) > 1e-2 * np.max(np.abs(basic))
+
+
+def _without_hints(rule):
+  terms = tuple(t._replace(skip_when=None, vanishes_for_nonneg_input=False)
+                for t in rule.terms)
+  return dataclasses.replace(rule, terms=terms)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_gamma_skip_hints_change_no_relevance(jit):
+  """The generalised gamma's negative-side terms are skipped where outputs
+  z_j < 0 carry no relevance (before a ReLU) and input is non-negative;
+  skipped or not, eager or traced, the relevance is the same, and traced,
+  the hinted terms' convolutions sit inside `lax.cond`s."""
+  rule = rules.gamma(0.25)
+  assert sum(t.skip_when is not None for t in rule.terms) == 2
+  with jax.enable_x64(True):
+    layer_fn, params, x, x_relu, r, r_relu, _, _ = _float64_case(seed=12)
+
+    def run(rl, xi, ri):
+      fn = lambda xi, ri: _ours(rl, layer_fn, xi, params, ri)[0]
+      return np.asarray((jax.jit(fn) if jit else fn)(jnp.asarray(xi),
+                                                       jnp.asarray(ri)))
+
+    for xi, ri in ((x_relu, r_relu), (x_relu, r), (x, r_relu), (x, r)):
+      got, want = run(rule, xi, ri), run(_without_hints(rule), xi, ri)
+      np.testing.assert_allclose(got, want, rtol=1e-13,
+                                 atol=1e-13 * np.abs(want).max())
+    jaxpr = str(jax.make_jaxpr(lambda xi, ri: _ours(
+        rule, layer_fn, xi, params, ri)[0])(jnp.asarray(x), jnp.asarray(r)))
+    assert jaxpr.count("cond[") >= 3  # terms 2-4 forward (and backward)
 
 
 @pytest.mark.parametrize("zero_bias", [False, True])

@@ -37,23 +37,27 @@ def propagate(rule: rules.Rule, layer_fn: rules.LayerFn, x: Array,
 
   Terms that vanish for non-negative input are skipped at run time (a small
   `lax.cond` around each of their convolutions) when `x >= 0` everywhere, as
-  after a ReLU: z+ then costs one modified forward and one backward.
+  after a ReLU: z+ then costs one modified forward and one backward. A
+  term's `skip_when(x, out, r)` hint skips it the same way: the generalised
+  gamma rule's negative-output terms, before a ReLU where outputs z_j < 0
+  carry no relevance, so that it costs what the plain gamma rule costs.
   """
   if rule.zero_bias:
     params = rules.drop_bias(params)
   if not rule.terms:
     return rule.reducer((x,), tuple(rule.gradient_mapper(r, ())))
-  skip = None
+  nonneg = None
   if any(t.vanishes_for_nonneg_input for t in rule.terms):
-    skip = jnp.all(x >= 0)
-    if not isinstance(skip, jax.core.Tracer):
-      skip = bool(skip)  # eager: decide here, nothing to compile
+    nonneg = _decided(jnp.all(x >= 0))
   inputs, outputs, backward = [], [], []
   for term in rule.terms:
     xi = x if term.input_modifier is None else term.input_modifier(x)
     pi = params if term.param_modifier is None else term.param_modifier(params)
     fn = functools.partial(_call_with, layer_fn, pi)
-    if term.vanishes_for_nonneg_input:
+    skip = nonneg if term.vanishes_for_nonneg_input else None
+    if term.skip_when is not None:
+      skip = _either(skip, _decided(term.skip_when(x, out, r)))
+    if skip is not None:
       zi = _unless(skip, functools.partial(fn, xi), out)
       backward.append(functools.partial(_unless_vjp, skip, fn, xi))
     else:
@@ -67,6 +71,20 @@ def propagate(rule: rules.Rule, layer_fn: rules.LayerFn, x: Array,
   cotangents = rule.gradient_mapper(r, tuple(outputs))
   grads = tuple(b(g) for b, g in zip(backward, cotangents))
   return rule.reducer(tuple(inputs), grads)
+
+
+def _decided(flag: Array) -> Any:
+  """A scalar bool flag: a Python bool when known now (eager), else traced."""
+  return flag if isinstance(flag, jax.core.Tracer) else bool(flag)
+
+
+def _either(a: Any, b: Any) -> Any:
+  """`a or b` for flags that are None (no flag), Python bools or traced."""
+  if a is None or a is False or b is True:
+    return b
+  if b is False or a is True:
+    return a
+  return jnp.logical_or(a, b)
 
 
 def _unless(skip: Any, compute: Callable[[], Array], like: Array) -> Array:
