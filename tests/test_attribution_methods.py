@@ -380,6 +380,17 @@ def test_deepshap_averages_deeplift_and_sums_to_expected_value(x64):
   np.testing.assert_array_equal(  # default: one black image
       A.deepshap(_pool_net, p, x, target=0), A.deeplift(_pool_net, p, x,
                                                         target=0))
+  # Under the caller's jit the baselines run in one loop body (compiled
+  # once, whatever the background's size), with the same result.
+  jitted = jax.jit(lambda x: A.deepshap(_pool_net, p, x, target=0,
+                                        background=bg))
+  np.testing.assert_allclose(np.asarray(jitted(jnp.asarray(x))), shap,
+                             rtol=1e-12, atol=1e-15)
+  def program_size(n):
+    return len(str(jax.make_jaxpr(lambda x: A.deepshap(
+        _pool_net, p, x, target=0, background=np.resize(bg, (n, 6, 6, 3))))(
+            jnp.asarray(x))))
+  assert program_size(8) < 1.1 * program_size(2)
 
 
 # ---- multi-layer maps -------------------------------------------------------
@@ -518,7 +529,7 @@ def test_sr_map_on_any_method(method):
   image = np.random.default_rng(23).integers(0, 256, (32, 32, 3), np.uint8)
   out = sr_jax.sr_map(model, variables, image, arch="vgg_tiny", target=2,
                       method=method, with_image_saliency=False)
-  x = sr_jax.sr.normalise(out.image[None], arch="vgg_tiny")
+  x = sr_jax.models.normalize(out.image[None], "vgg_tiny")
   np.testing.assert_allclose(out.relevance, A.get_method(method)(
       model, variables, x, target=2)[0], rtol=1e-5, atol=1e-6)
   assert out.sr.shape == (32, 32) and np.ptp(out.sr) > 0

@@ -73,13 +73,24 @@ def deepshap(model: Any, variables: Any, x: ArrayLike, *,
   x = core.check_input(x)
   bg = check_background(background, x)
   t = core.target_array(target, x.shape[0])
-  # One jitted DeepLIFT pass per baseline (compiled once): on XLA:CPU a
-  # `lax.map` over the baselines ran several times slower.
-  total = None
-  for i in range(bg.shape[0]):
-    m, logits = deeplift_pass(fn, eps, params, x, jnp.broadcast_to(
-        bg[i:i + 1], x.shape), t)
-    total = m if total is None else total + m
+  def one(i):
+    return deeplift_pass(fn, eps, params, x, jnp.broadcast_to(
+        jax.lax.dynamic_slice_in_dim(bg, i, 1), x.shape), t)
+
+  if isinstance(x, jax.core.Tracer) or isinstance(bg, jax.core.Tracer):
+    # Inside the caller's `jit`: one loop body, not one copy of the DeepLIFT
+    # program per baseline (which made compile time and memory grow with
+    # the background).
+    m, logits = one(0)
+    total = jax.lax.fori_loop(1, bg.shape[0], lambda i, acc: acc + one(i)[0],
+                              m)
+  else:
+    # Eagerly, one jitted DeepLIFT pass per baseline (compiled once): on
+    # XLA:CPU a `lax.map` over the baselines ran several times slower.
+    total = None
+    for i in range(bg.shape[0]):
+      m, logits = one(i)
+      total = m if total is None else total + m
   core.check_range(target, t, logits.shape[-1])
   return total / bg.shape[0]
 
