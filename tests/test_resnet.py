@@ -178,3 +178,35 @@ def test_lrp_conserves_target_logit(name, rng, x64):
   sums = np.asarray(r).sum(axis=(1, 2, 3))
   expected = logits[np.arange(2), target]
   np.testing.assert_allclose(sums, expected, rtol=1e-5, atol=0)
+
+
+def test_demo_resnet_conserves_without_biases_and_names_its_layers(rng, x64):
+  """The second demo architecture: a ResNet without BatchNorm whose convs
+  carry biases; with the biases zeroed and conservative rules each
+  example's relevance sums to its target logit, as for ResNet-18."""
+  del x64
+  spec = sr_jax.models.get_arch("demo_resnet")
+  model = spec.module()
+  variables = sr_jax.models.registry.init_params(
+      model, jax.random.PRNGKey(3), spec.input_size)
+  assert set(variables) == {"params"}  # no batch statistics
+  assert "bias" in variables["params"]["layer2_0"]["downsample_0"]
+  variables = jax.tree_util.tree_map_with_path(
+      lambda p, a: (jnp.zeros_like(a) if p[-1].key == "bias" else a)
+      .astype(jnp.float64), variables)
+  x = jnp.asarray(rng.normal(size=(2, 64, 64, 3)))
+  logits = np.asarray(model.apply(variables, x))
+  taps = sr_jax.attribution.layers(model, variables, x[:1])
+  assert {"conv1", "maxpool", "layer1_0/conv2", "layer4_0/downsample_0",
+          "avgpool", "fc"} <= set(taps)
+  r = sr_jax.lrp.relevance(model, variables, x, target=[1, 5],
+                           composite=CONSERVATIVE["lrp0"])
+  np.testing.assert_allclose(np.asarray(r).sum(axis=(1, 2, 3)),
+                             logits[[0, 1], [1, 5]], rtol=1e-6, atol=0)
+
+
+def test_resnet_stem_is_checked():
+  model = resnet.ResNet(stage_sizes=(1,), block=resnet.BasicBlock,
+                        stem="tiny")
+  with pytest.raises(ValueError, match=r"`stem` \(='tiny'\) must be"):
+    model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))

@@ -11,7 +11,15 @@ dict converts by name (see `sr_jax.weights`). Input is NHWC.
 The bottleneck is torchvision's "ResNet v1.5": a stage's stride sits on the
 3x3 conv, not on the first 1x1 conv. BatchNorm always uses its running
 statistics (inference). The global average pool is a plain `x.mean((1, 2))`,
-which the explanation core sees as a parameter-free linear layer.
+which the explanation core sees as a parameter-free linear layer; it sits in
+a parameter-free module named `avgpool`, as VGG's, so training code can
+capture the pooled features by name.
+
+`demo_resnet` (registered in `sr_jax.models.small`) is the same design at
+demo size: `width=16`, one `BasicBlock` per stage, no BatchNorm
+(`norm=False`: the convs carry biases) and a small-image stem (`stem="small"`:
+a 3x3 stride-1 conv and a 2x2 max-pool instead of the 7x7/2 conv and the
+3x3/2 max-pool).
 """
 
 from __future__ import annotations
@@ -27,25 +35,38 @@ from sr_jax.models.layers import (MaxPool2d, check_nhwc, dense,
 
 
 def _conv(features: int, kernel: int, stride: int, padding: int,
-          name: str) -> nn.Conv:
-  """A bias-free conv with torch's symmetric padding (torchvision's convs)."""
+          name: str, bias: bool = False) -> nn.Conv:
+  """A conv with torch's symmetric padding; bias-free (torchvision's convs)
+  unless `bias` (the convs of a ResNet without BatchNorm)."""
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((padding, padding), (padding, padding)),
-                 use_bias=False, kernel_init=lecun_normal_flat, name=name)
+                 use_bias=bias, kernel_init=lecun_normal_flat, name=name)
 
 
-def _bn(name: str) -> nn.BatchNorm:
-  """`torch.nn.BatchNorm2d` in eval mode (eps 1e-5, running statistics)."""
+def _bn(name: str, norm: bool = True):
+  """`torch.nn.BatchNorm2d` in eval mode (eps 1e-5, running statistics), or
+  the identity when not `norm`."""
+  if not norm:
+    return lambda x: x
   return nn.BatchNorm(use_running_average=True, momentum=0.9, epsilon=1e-5,
                       name=name)
 
 
 def _shortcut(x: jax.Array, features: int, stride: int,
-              downsample: bool) -> jax.Array:
+              downsample: bool, norm: bool = True) -> jax.Array:
   """The identity, or torchvision's `downsample`: a strided 1x1 conv and BN."""
   if not downsample:
     return x
-  return _bn("downsample_1")(_conv(features, 1, stride, 0, "downsample_0")(x))
+  conv = _conv(features, 1, stride, 0, "downsample_0", bias=not norm)
+  return _bn("downsample_1", norm)(conv(x))
+
+
+class _GlobalMean(nn.Module):
+  """The global average pool, `x.mean((1, 2))`, as a named module."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return x.mean((1, 2))
 
 
 class _Block(nn.Module):
@@ -56,12 +77,23 @@ class _Block(nn.Module):
       `expansion * planes`.
     stride: stride of the block's strided conv (and of the downsample).
     downsample: project the shortcut with a 1x1 conv and BN.
+    norm: BatchNorm after each conv (torchvision), or none and conv biases.
   """
 
   expansion: ClassVar[int] = 1
   planes: int
   stride: int = 1
   downsample: bool = False
+  norm: bool = True
+
+  @nn.nowrap
+  def conv(self, features: int, kernel: int, stride: int, padding: int,
+           name: str) -> nn.Conv:
+    return _conv(features, kernel, stride, padding, name, bias=not self.norm)
+
+  @nn.nowrap
+  def bn(self, name: str):
+    return _bn(name, self.norm)
 
 
 class BasicBlock(_Block):
@@ -70,9 +102,10 @@ class BasicBlock(_Block):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = nn.relu(_bn("bn1")(_conv(self.planes, 3, self.stride, 1, "conv1")(x)))
-    y = _bn("bn2")(_conv(self.planes, 3, 1, 1, "conv2")(y))
-    y = y + _shortcut(x, self.planes, self.stride, self.downsample)
+    y = nn.relu(self.bn("bn1")(self.conv(self.planes, 3, self.stride, 1,
+                                         "conv1")(x)))
+    y = self.bn("bn2")(self.conv(self.planes, 3, 1, 1, "conv2")(y))
+    y = y + _shortcut(x, self.planes, self.stride, self.downsample, self.norm)
     return nn.relu(y)
 
 
@@ -85,10 +118,11 @@ class Bottleneck(_Block):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     out = self.planes * self.expansion
-    y = nn.relu(_bn("bn1")(_conv(self.planes, 1, 1, 0, "conv1")(x)))
-    y = nn.relu(_bn("bn2")(_conv(self.planes, 3, self.stride, 1, "conv2")(y)))
-    y = _bn("bn3")(_conv(out, 1, 1, 0, "conv3")(y))
-    y = y + _shortcut(x, out, self.stride, self.downsample)
+    y = nn.relu(self.bn("bn1")(self.conv(self.planes, 1, 1, 0, "conv1")(x)))
+    y = nn.relu(self.bn("bn2")(self.conv(self.planes, 3, self.stride, 1,
+                                         "conv2")(y)))
+    y = self.bn("bn3")(self.conv(out, 1, 1, 0, "conv3")(y))
+    y = y + _shortcut(x, out, self.stride, self.downsample, self.norm)
     return nn.relu(y)
 
 
@@ -99,29 +133,45 @@ class ResNet(nn.Module):
     stage_sizes: blocks per stage (`layer1` ... `layer4`).
     block: `BasicBlock` or `Bottleneck`.
     num_classes: number of output logits.
+    width: channels of the stem and of `layer1` (doubled in each later
+      stage); torchvision's 64.
+    norm: BatchNorm after every conv (torchvision), or none, with conv
+      biases instead.
+    stem: "imagenet" (7x7/2 conv, 3x3/2 max-pool: torchvision) or "small"
+      (3x3/1 conv, 2x2/2 max-pool: for 32-64 px images).
   """
 
   stage_sizes: Sequence[int]
   block: type[nn.Module]
   num_classes: int = 1000
+  width: int = 64
+  norm: bool = True
+  stem: str = "imagenet"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Logits (N, num_classes) for an NHWC batch (N, H, W, 3) of any size."""
     check_nhwc(x, 3, 1, type(self).__name__)
-    x = nn.relu(_bn("bn1")(_conv(64, 7, 2, 3, "conv1")(x)))
-    x = MaxPool2d((3, 3), (2, 2), padding=1, name="maxpool")(x)
-    channels = 64
+    if self.stem not in ("imagenet", "small"):
+      raise ValueError(f"`stem` (={self.stem!r}) must be 'imagenet' or "
+                       "'small'.")
+    big = self.stem == "imagenet"
+    conv1 = _conv(self.width, 7 if big else 3, 2 if big else 1,
+                  3 if big else 1, "conv1", bias=not self.norm)
+    x = nn.relu(_bn("bn1", self.norm)(conv1(x)))
+    x = (MaxPool2d((3, 3), (2, 2), padding=1, name="maxpool") if big else
+         MaxPool2d((2, 2), (2, 2), name="maxpool"))(x)
+    channels = self.width
     for stage, blocks in enumerate(self.stage_sizes):
-      planes = 64 * 2 ** stage
+      planes = self.width * 2 ** stage
       for i in range(blocks):
         stride = 2 if stage > 0 and i == 0 else 1
         downsample = i == 0 and (stride != 1 or
                                  channels != planes * self.block.expansion)
         x = self.block(planes, stride=stride, downsample=downsample,
-                       name=f"layer{stage + 1}_{i}")(x)
+                       norm=self.norm, name=f"layer{stage + 1}_{i}")(x)
         channels = planes * self.block.expansion
-    x = x.mean((1, 2))
+    x = _GlobalMean(name="avgpool")(x)
     return dense(self.num_classes, name="fc")(x)
 
 

@@ -9,7 +9,7 @@ average pool and a 128-unit classifier; 160k parameters, a 0.64 MB weight
 file. `demo_vgg_tiny` (32x32 input, 31k parameters) is for fast tests only.
 
 Its input is a 64x64 image of `sr_jax.data.synthetic`, scaled to [0, 1] and
-normalised with the training images' per-channel mean and std. It is trained
+normalized with the training images' per-channel mean and std. It is trained
 by `sr_jax.train` (`python -m sr_jax.scripts.train_demo`), and the bundled
 weights are `weights/demo_vgg.safetensors`, whose metadata holds the class
 names.
@@ -21,6 +21,7 @@ import functools
 
 from sr_jax.data import synthetic
 from sr_jax.models.registry import ArchSpec, Preprocessing, register
+from sr_jax.models.resnet import BasicBlock, ResNet
 from sr_jax.models.vgg import VGG
 
 # An int is a 3x3 conv with that many channels, "M" a 2x2 max-pool.
@@ -49,3 +50,14 @@ demo_vgg_tiny = functools.partial(VGG, cfg=(8, "M", 16, "M", 32, "M", 32, "M",
                                   hidden=64, pool_size=(1, 1))
 register(ArchSpec("demo_vgg_tiny", demo_vgg_tiny, len(synthetic.CLASS_NAMES),
                   DEMO_PREPROCESSING, input_size=32, class_names="metadata"))
+
+# The second demo architecture: a small ResNet (four BasicBlocks of 16 to 128
+# channels, no BatchNorm, a 3x3 stem and a 2x2 max-pool; 0.31M parameters),
+# trained exactly as `demo_vgg` (`weights/demo_resnet.safetensors`).
+demo_resnet = functools.partial(ResNet, stage_sizes=(1, 1, 1, 1),
+                                block=BasicBlock,
+                                num_classes=len(synthetic.CLASS_NAMES),
+                                width=16, norm=False, stem="small")
+register(ArchSpec("demo_resnet", demo_resnet, len(synthetic.CLASS_NAMES),
+                  DEMO_PREPROCESSING, input_size=INPUT_SIZE,
+                  class_names="metadata"))

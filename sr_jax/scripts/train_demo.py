@@ -2,6 +2,8 @@
 
   python -m sr_jax.scripts.train_demo                 # the bundled weights
   python -m sr_jax.scripts.train_demo --steps=200 --out=/tmp/demo.safetensors
+  python -m sr_jax.scripts.train_demo --arch=demo_resnet \
+      --out=weights/demo_resnet.safetensors   # the second demo architecture
 
 Writes the weights with their provenance (classes, seeds, test accuracy,
 steps, this command) and records their sha256 in `MANIFEST` beside them. The
@@ -13,12 +15,17 @@ from __future__ import annotations
 import shlex
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from sr_jax.scripts import _app
 
 FLAGS = flags.FLAGS
 # None: `sr_jax.train.TrainConfig`'s default, the one the bundled file used.
+flags.DEFINE_string("arch", None, "Architecture to train (default demo_vgg).")
+flags.DEFINE_string("variant", None,
+                    "Dataset variant: 'double' (default) or 'single'.")
+flags.DEFINE_float("part_loss", None,
+                   "Weight of the auxiliary part-hue losses (0: none).")
 flags.DEFINE_integer("steps", None, "Optimisation steps.")
 flags.DEFINE_integer("batch_size", None, "Images per step.")
 flags.DEFINE_float("learning_rate", None, "Peak learning rate.")
@@ -30,14 +37,13 @@ flags.DEFINE_integer("init_seed", None, "PRNG seed of the initial parameters.")
 flags.DEFINE_integer("log_every", None, "Steps between progress lines.")
 flags.DEFINE_string("out", "weights/demo_vgg.safetensors",
                     "Weight file to write; MANIFEST beside it gets its sha256.")
-_CONFIG_FLAGS = ("steps", "batch_size", "learning_rate", "train_seed",
+_CONFIG_FLAGS = ("arch", "variant", "part_loss", "steps", "batch_size", "learning_rate", "train_seed",
                  "eval_seed", "eval_count", "init_seed", "log_every")
 
 
 def run(argv) -> int:
   """Trains with the flags' configuration and writes the weights."""
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv  # `_app.call` refuses positional arguments
   # Imported here so that --help is fast.
   from sr_jax import train  # pylint: disable=import-outside-toplevel
   config = train.TrainConfig(**{
