@@ -57,3 +57,16 @@ def run_json_worker(script: str, cfg: dict, timeout: float,
     if done.returncode != 0:
       return {"error": done.stderr.strip().splitlines()[-1:]}
     return json.loads(out.read())
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> None:
+  """Writes `payload` as JSON to `path` atomically (temporary file, then
+  rename) and says so. Plain `os`, not `sr_jax.files`: importing `sr_jax`
+  would tune this parent process's XLA and malloc environment, which the
+  workers inherit."""
+  out = pathlib.Path(path)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  tmp = out.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(payload, indent=1))
+  os.replace(tmp, out)
+  print(f"Wrote {out}.")

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 # Shared with the forward-pass benchmark: weights, timing, peak memory.
 # pylint: disable-next=wrong-import-position
-from _common import run_json_worker, vmhwm_mib
+from _common import run_json_worker, vmhwm_mib, write_json
 from models import _flax_weights, _time, _torch_state_dict
 
 COMPOSITES = ("epsilon_plus_flat", "epsilon_gamma_box")
@@ -252,15 +252,10 @@ def main(argv=None) -> None:
           f"{row['peak_rss_mib']:9.0f} {row['first_call_s']:7.1f}",
           flush=True)
     rows.append(row)
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  payload = {"argv": sys.argv[1:], "threads": args.threads,
-             "loadavg_end": os.getloadavg(),
-             "time": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}
-  tmp = out.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(payload, indent=1))
-  os.replace(tmp, out)
-  print(f"Wrote {out}.")
+  write_json(args.out, {"argv": sys.argv[1:], "threads": args.threads,
+                        "loadavg_end": os.getloadavg(),
+                        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                        "rows": rows})
 
 
 if __name__ == "__main__":

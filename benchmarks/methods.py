@@ -35,7 +35,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 # pylint: disable-next=wrong-import-position
-from _common import run_json_worker
+from _common import run_json_worker, write_json
 from models import _flax_weights, _torch_state_dict
 
 METHODS = ("gradient", "guided_backprop", "guided_backprop_resampled",
@@ -190,15 +190,10 @@ def main(argv=None) -> None:
               f"{row['first_call_s']:6.1f}", flush=True)
         results.append(dict(cfg, **row))
   print("* one forward and one backward: goal /grad <= 1.2, captum/ >= 1.")
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  payload = {"argv": sys.argv[1:], "threads": args.threads,
-             "loadavg_end": os.getloadavg(),
-             "time": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": results}
-  tmp = out.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(payload, indent=1))
-  os.replace(tmp, out)
-  print(f"Wrote {out}.")
+  write_json(args.out, {"argv": sys.argv[1:], "threads": args.threads,
+                        "loadavg_end": os.getloadavg(),
+                        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                        "rows": results})
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-from _common import run_json_worker, vmhwm_mib  # benchmarks/ is on sys.path
+from _common import run_json_worker, vmhwm_mib, write_json  # benchmarks/ is on sys.path
 # glibc settings that keep freed memory for reuse (see
 # sr_jax/runtime.py, which applies them on import of sr_jax).
 MALLOC_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0",
@@ -309,9 +309,9 @@ def main(argv=None) -> None:
     args.out = str(ROOT / "benchmarks" / "results" /
                    ("models_layers.json" if args.layers else "models.json"))
   if args.layers:
-    _write(args.out, {"argv": sys.argv[1:], "threads": args.threads,
-                      "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                      "rows": _layer_table(args)})
+    write_json(args.out, {"argv": sys.argv[1:], "threads": args.threads,
+                        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                        "rows": _layer_table(args)})
     return
   variants = list(VARIANTS) if args.variants == "all" else \
       args.variants.split(",")
@@ -362,10 +362,10 @@ def main(argv=None) -> None:
             f"{row['first_call_s']:10.2f} "
             f"{row.get('rel_logit_diff', float('nan')):10.1e}", flush=True)
     rows.append(row)
-  _write(args.out, {"argv": sys.argv[1:], "threads": args.threads,
-                    "page_touch_us": touch,
-                    "loadavg_end": os.getloadavg(), "malloc_env": MALLOC_ENV,
-                    "time": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows})
+  write_json(args.out, {"argv": sys.argv[1:], "threads": args.threads,
+                        "page_touch_us": touch,
+                        "loadavg_end": os.getloadavg(), "malloc_env": MALLOC_ENV,
+                        "time": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows})
 
 
 def _layer_table(args) -> list[dict]:
@@ -397,16 +397,6 @@ def _layer_table(args) -> list[dict]:
             flush=True)
       rows.append(row)
   return rows
-
-
-def _write(path: str, payload: dict) -> None:
-  """Writes `payload` as JSON to `path` atomically."""
-  out = pathlib.Path(path)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = out.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(payload, indent=1))
-  os.replace(tmp, out)
-  print(f"Wrote {out}.")
 
 
 if __name__ == "__main__":
