@@ -55,6 +55,9 @@ VARIANTS = {
     # on a second thread pool beside Eigen's; this turns them off.
     "jax_no_ynn": {"xla_flags": "--xla_cpu_experimental_ynn_fusion_type="},
     "jax_xnn_dot": {"xla_flags": "--xla_cpu_experimental_xnn_fusion_type=dot"},
+    # YNNPACK for single dot instructions only, no fused regions.
+    "jax_ynn_individual_dot": {
+        "xla_flags": "--xla_cpu_experimental_ynn_fusion_type=individual_dot"},
     "jax_onednn": {"xla_flags": "--xla_cpu_use_onednn=true"},
 }
 DEFAULT_VARIANTS = ("torch", "torch_tuned", "jax", "jax_glibc")

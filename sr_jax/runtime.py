@@ -6,11 +6,21 @@ import-time hook), applies both kinds: glibc's malloc settings
 
 XLA:CPU flags:
 
-* **No YNNPACK fusions** (`--xla_cpu_experimental_ynn_fusion_type=` empty).
-  XLA:CPU hands some elementwise and small dot fusions to YNNPACK on a
-  second thread pool; on 2 cores that oversubscribes them. Without them
-  the VGG-16 forward pass took 0.80x the time at batch 1 and AlexNet 0.72x
-  at batch 8, and the saliency kernel 0.9x (2-core Xeon, benchmarks/README.md).
+* **YNNPACK for single dots only**
+  (`--xla_cpu_experimental_ynn_fusion_type=individual_dot`). XLA:CPU's
+  default also hands fused elementwise regions (a conv's bias, ReLU and
+  max-pool) to YNNPACK on a second thread pool; on 2 cores that
+  oversubscribes them (VGG-16 forward 0.80x the time at batch 1 without
+  them, 2-core Xeon, benchmarks/README.md). Turning YNNPACK off altogether,
+  this module's setting until 2026-12-02, has its own cost: Eigen then runs
+  a dense layer's input gradient, `g @ W.T` with a few rows, 4-6x slower
+  than YNNPACK (a 9216x4096 layer at batch 8: 58 against 13 ms), which made
+  AlexNet's gradient at batch 8 1.3x torch's and DeepLIFT at batch 1 (a
+  batch of two inside) 10x the gradient. YNNPACK's fused "dot" regions are
+  no way out: there a chain of three dense layers with bias and ReLU took
+  293 ms at batch 8 against 10 ms. Single dots on YNNPACK keep the fast
+  input gradients and leave every fused region to XLA's own code
+  (`benchmarks/README.md`, "YNNPACK and dense layers").
 * **One CPU device per core** (`--xla_force_host_platform_device_count`,
   at most `MAX_CPU_DEVICES`; `configure_cpu(devices=N)` or
   `$SR_JAX_CPU_DEVICES=N` for another count, 1 for XLA's single device).
@@ -68,6 +78,8 @@ DEVICES_ENV = "SR_JAX_CPU_DEVICES"
 MAX_CPU_DEVICES = 8
 _DEVICE_FLAG = "--xla_force_host_platform_device_count"
 _YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+# What `configure_cpu` hands to YNNPACK by default (see above).
+YNN_FUSION_TYPES = "individual_dot"
 _state: dict[str, object] = {"applied": (), "reason": "not attempted"}
 
 MALLOC_ENV = "SR_JAX_TUNE_MALLOC"
@@ -117,23 +129,32 @@ def _backends_started() -> bool:
     return True
 
 
-def configure_cpu(devices: int | None = None, *, ynn: bool = False) -> tuple:
+def configure_cpu(devices: int | None = None, *,
+                  ynn: bool | str = YNN_FUSION_TYPES) -> tuple:
   """Adds the settings above to `XLA_FLAGS`, if JAX has not started yet.
 
   Args:
     devices: CPU devices to create; None: `default_devices()` (one per
       core); 1: XLA's single device.
-    ynn: keep XLA's YNNPACK fusions (False turns them off).
+    ynn: what XLA:CPU hands to YNNPACK: a comma-separated list of XLA's
+      library fusion types (default "individual_dot": single dot
+      instructions), False or "" for nothing, True for XLA's own default
+      (no flag added).
 
   Returns:
     The flags added (empty if JAX had started, or nothing was left to add).
 
   Raises:
-    ValueError: if `devices` is not None or an int >= 1.
+    ValueError: if `devices` is not None or an int >= 1, or `ynn` is not a
+      bool or a str.
   """
   if devices is not None and (isinstance(devices, bool)
                               or not isinstance(devices, int) or devices < 1):
     raise ValueError(f"`devices` (={devices!r}) must be None or an int >= 1.")
+  if not isinstance(ynn, (bool, str)):
+    raise ValueError(f"`ynn` (={ynn!r}) must be True (XLA's default), False "
+                     "(nothing) or a comma-separated list of XLA library "
+                     "fusion types such as 'individual_dot'.")
   if _backends_started():
     _state.update(applied=(), reason="JAX had already started")
     return ()
@@ -142,8 +163,8 @@ def configure_cpu(devices: int | None = None, *, ynn: bool = False) -> tuple:
   devices = default_devices() if devices is None else devices
   if devices > 1 and _DEVICE_FLAG not in flags:
     added.append(f"{_DEVICE_FLAG}={devices}")
-  if not ynn and _YNN_FLAG not in flags:
-    added.append(f"{_YNN_FLAG}=")
+  if ynn is not True and _YNN_FLAG not in flags:
+    added.append(f"{_YNN_FLAG}={ynn or ''}")
   if added:
     os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
   _state.update(applied=tuple(added),

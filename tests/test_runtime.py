@@ -37,13 +37,16 @@ def _probe(env_extra: dict, before: str = "") -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_import_gives_one_cpu_device_per_core_and_turns_ynn_off():
+YNN = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+
+
+def test_import_gives_one_cpu_device_per_core_and_single_ynn_dots():
   got = _probe({})
   cores = len(os.sched_getaffinity(0))
   want = min(cores, runtime.MAX_CPU_DEVICES)
   assert got["devices"] == want
   assert got["status"]["reason"] == "applied"
-  ynn = "--xla_cpu_experimental_ynn_fusion_type="
+  ynn = YNN
   if want == 1:
     assert got["flags"] == ynn
   else:
@@ -56,7 +59,7 @@ def test_one_device_on_one_core():
   got = _probe({}, before="os.sched_setaffinity(0, "
                "{min(os.sched_getaffinity(0))})")
   assert got["devices"] == 1
-  assert got["flags"] == "--xla_cpu_experimental_ynn_fusion_type="
+  assert got["flags"] == YNN
 
 
 def test_one_device_is_the_opt_out():
@@ -93,13 +96,70 @@ def test_the_users_own_flags_win():
                 runtime.DEVICES_ENV: "2"})
   assert got["devices"] == 3
   assert got["flags"].count("device_count") == 1
-  assert "--xla_cpu_experimental_ynn_fusion_type=" in got["flags"]
+  assert YNN in got["flags"]
+  # A YNN setting of the user's own is kept as it is.
+  got = _probe({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="})
+  assert got["flags"].count("ynn_fusion_type") == 1
+  assert "--xla_cpu_experimental_ynn_fusion_type= " in got["flags"] + " "
 
 
 def test_nothing_changes_once_jax_has_started():
   got = _probe({}, before="import jax.numpy as jnp; jnp.zeros(1)")
   assert got["devices"] == 1 and got["flags"] == ""
   assert got["status"]["reason"] == "JAX had already started"
+
+
+@pytest.mark.parametrize("ynn, flag", [
+    (False, "--xla_cpu_experimental_ynn_fusion_type="),
+    ("", "--xla_cpu_experimental_ynn_fusion_type="),
+    ("individual_dot,eltwise",
+     "--xla_cpu_experimental_ynn_fusion_type=individual_dot,eltwise"),
+    (True, None)])
+def test_ynn_choices(monkeypatch, ynn, flag):
+  monkeypatch.setattr(runtime, "_backends_started", lambda: False)
+  monkeypatch.setenv("XLA_FLAGS", "")
+  added = runtime.configure_cpu(1, ynn=ynn)
+  assert added == (() if flag is None else (flag,))
+  with pytest.raises(ValueError, match=r"`ynn` \(=1\) must be True"):
+    runtime.configure_cpu(1, ynn=1)
+
+
+# Three dense layers with bias and ReLU, then the input gradient: the shape
+# of every classifier head's backward pass.
+_DENSE_CHAIN = r"""
+import json, re
+import sr_jax, jax, jax.numpy as jnp
+ws = [jnp.ones((512, 256)), jnp.ones((256, 256)), jnp.ones((256, 10))]
+def logits(x):
+  for i, w in enumerate(ws):
+    x = x @ w + 1.0
+    x = jax.nn.relu(x) if i < 2 else x
+  return x
+x = jnp.ones((8, 512))
+got = {"total": 0, "ynn": []}
+for fn in (logits, jax.grad(lambda x: logits(x)[:, 0].sum())):
+  hlo = jax.jit(fn).lower(x).compile().as_text()
+  bodies = dict(re.findall(r"^(%[\w.]+) .*?\n(.*?)^}", hlo, re.S | re.M))
+  got["total"] += hlo.count(" dot(")
+  for line in hlo.splitlines():
+    if '"__ynn_fusion"' in line:
+      name = re.search(r"calls=(%[\w.]+)", line).group(1)
+      got["ynn"].append(bodies[name].count(" dot("))
+print(json.dumps(got))
+"""
+
+
+def test_dense_layers_get_one_ynn_dot_each_and_no_fused_chains():
+  """Under the default flags every dot of a dense chain's forward and
+  backward pass is its own YNNPACK call (fast `g @ W.T`), and no YNNPACK
+  region holds several dots (such regions ran 30x slower, sr_jax.runtime)."""
+  out = subprocess.run([sys.executable, "-c", _DENSE_CHAIN], env=_clean_env(),
+                       capture_output=True, text=True, timeout=300, check=True)
+  got = json.loads(out.stdout.strip().splitlines()[-1])
+  assert got["ynn"] and all(n == 1 for n in got["ynn"]), got
+  # The forward program's 3 dots, the gradient's 3 forward dots and 2 input
+  # gradients.
+  assert len(got["ynn"]) >= 8, got
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
