@@ -313,8 +313,8 @@ def main(argv=None) -> None:
                    ("models_layers.json" if args.layers else "models.json"))
   if args.layers:
     write_json(args.out, {"argv": sys.argv[1:], "threads": args.threads,
-                        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                        "rows": _layer_table(args)})
+                          "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                          "rows": _layer_table(args)})
     return
   variants = list(VARIANTS) if args.variants == "all" else \
       args.variants.split(",")
@@ -367,8 +367,10 @@ def main(argv=None) -> None:
     rows.append(row)
   write_json(args.out, {"argv": sys.argv[1:], "threads": args.threads,
                         "page_touch_us": touch,
-                        "loadavg_end": os.getloadavg(), "malloc_env": MALLOC_ENV,
-                        "time": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows})
+                        "loadavg_end": os.getloadavg(),
+                        "malloc_env": MALLOC_ENV,
+                        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                        "rows": rows})
 
 
 def _layer_table(args) -> list[dict]:

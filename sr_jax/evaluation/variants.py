@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from sr_jax import attribution
 
@@ -82,21 +82,23 @@ class Variant:
     return d
 
 
-def _takes_background(fn: Callable[..., Any]) -> bool:
+def _parameters(fn: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
+  """`fn`'s parameters by name; none when Python cannot tell."""
   try:
-    return "background" in inspect.signature(fn).parameters
+    return inspect.signature(fn).parameters
   except (TypeError, ValueError):
-    return False
+    return {}
+
+
+def _takes_background(fn: Callable[..., Any]) -> bool:
+  return "background" in _parameters(fn)
 
 
 def _required(fn: Callable[..., Any]) -> list[str]:
   """The keyword options of `fn` that have no default."""
-  try:
-    params = inspect.signature(fn).parameters.values()
-  except (TypeError, ValueError):
-    return []
-  return [p.name for p in params if p.kind == p.KEYWORD_ONLY
-          and p.default is p.empty and p.name != "target"]
+  return [p.name for p in _parameters(fn).values()
+          if p.kind == p.KEYWORD_ONLY and p.default is p.empty
+          and p.name != "target"]
 
 
 def _options(name: str, fn: Callable[..., Any], seed: int

@@ -37,8 +37,9 @@ flags.DEFINE_integer("init_seed", None, "PRNG seed of the initial parameters.")
 flags.DEFINE_integer("log_every", None, "Steps between progress lines.")
 flags.DEFINE_string("out", "weights/demo_vgg.safetensors",
                     "Weight file to write; MANIFEST beside it gets its sha256.")
-_CONFIG_FLAGS = ("arch", "variant", "part_loss", "steps", "batch_size", "learning_rate", "train_seed",
-                 "eval_seed", "eval_count", "init_seed", "log_every")
+_CONFIG_FLAGS = ("arch", "variant", "part_loss", "steps", "batch_size",
+                 "learning_rate", "train_seed", "eval_seed", "eval_count",
+                 "init_seed", "log_every")
 
 
 def run(argv) -> int:
